@@ -1,0 +1,270 @@
+//! The amarre adapter SDK: write an agent adapter as a plain Rust type.
+//!
+//! An adapter implements [`Adapter`] (what it is and how to spawn its agent)
+//! and, through its associated [`Session`] type, the per-session translator.
+//! [`export_adapter!`] registers the type as the component's exports. The WIT
+//! contract (`wit/adapter.wit`, package `amarre:adapter@0.1.0`) and
+//! wit-bindgen stay behind this crate: adapters never name generated code.
+//!
+//! This crate owns the guest side of the boundary only. It must not grow
+//! agent-specific logic; that belongs in the adapters.
+//!
+//! A minimal pass-through adapter:
+//! ```ignore
+//! use amarre_adapter_sdk::*;
+//! struct Echo;
+//! impl Adapter for Echo {
+//!     type Session = PassThrough;
+//!     fn info() -> AdapterInfo { AdapterInfo::new("echo", "0.1.0").programs(["cat"]) }
+//!     fn spawn(req: SpawnRequest) -> Result<SpawnSpec, AdapterError> {
+//!         Ok(SpawnSpec::new("cat").passthrough())
+//!     }
+//! }
+//! export_adapter!(Echo);
+//! ```
+
+use std::cell::RefCell;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "amarre:adapter/adapter@0.1.0",
+        pub_export_macro: true,
+        export_macro_name: "__export_raw",
+        default_bindings_module: "amarre_adapter_sdk::bindings",
+    });
+}
+
+pub use bindings::amarre::adapter::types::{
+    AdapterError, AdapterInfo, Capability, Emit, File, LogLevel, SpawnRequest, SpawnSpec,
+};
+
+/// What a component adapter is: its description and its spawn rule.
+pub trait Adapter {
+    /// The per-session translator. Use [`PassThrough`] when the adapter never
+    /// translates (its spawn specs say pass-through in both directions).
+    type Session: Session;
+
+    /// Describes the adapter; called once when the daemon loads it.
+    fn info() -> AdapterInfo;
+
+    /// Says how to start the agent for one session.
+    fn spawn(request: SpawnRequest) -> Result<SpawnSpec, AdapterError>;
+}
+
+/// One session's translator. Every method has a pass-through default.
+pub trait Session: Sized + 'static {
+    /// Creates the translator; `saved` is state from [`Session::save`] of an
+    /// older version during a hot reload.
+    fn create(request: SpawnRequest, saved: Option<String>) -> Result<Self, AdapterError>;
+
+    /// Translates one client record (a JSON value as text).
+    fn from_client(&mut self, record: String) -> Result<Vec<Emit>, AdapterError> {
+        Ok(vec![Emit::ToAgent(record)])
+    }
+
+    /// Translates one agent stdout line (without the newline).
+    fn from_agent(&mut self, line: String) -> Result<Vec<Emit>, AdapterError> {
+        Ok(vec![Emit::ToClient(line)])
+    }
+
+    /// The agent exited; returns final records.
+    fn on_exit(&mut self, _code: Option<i32>, _signal: Option<String>) -> Vec<Emit> {
+        Vec::new()
+    }
+
+    /// State for a newer version of this adapter (hot reload), if supported.
+    fn save(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A translator that forwards everything unchanged.
+pub struct PassThrough;
+
+impl Session for PassThrough {
+    fn create(_request: SpawnRequest, _saved: Option<String>) -> Result<Self, AdapterError> {
+        Ok(PassThrough)
+    }
+}
+
+impl AdapterInfo {
+    /// An adapter description with no programs, overrides or capabilities.
+    pub fn new(name: &str, version: &str) -> Self {
+        AdapterInfo {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            programs: Vec::new(),
+            program_env: Vec::new(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    /// Declares programs the adapter may ask to spawn.
+    pub fn programs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, programs: I) -> Self {
+        self.programs.extend(programs.into_iter().map(Into::into));
+        self
+    }
+
+    /// Declares environment variables that may override the program.
+    pub fn program_env<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.program_env.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Declares capabilities.
+    pub fn capabilities<I: IntoIterator<Item = Capability>>(mut self, caps: I) -> Self {
+        self.capabilities.extend(caps);
+        self
+    }
+}
+
+impl SpawnRequest {
+    /// The value of a variable the adapter may see (see the WIT for which).
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The program to run: the operator's `command`, else the first of
+    /// `overrides` set to a non-empty value, else `default`.
+    pub fn program(&self, overrides: &[&str], default: &str) -> String {
+        if let Some(command) = self.command.as_deref().filter(|c| !c.is_empty()) {
+            return command.to_owned();
+        }
+        overrides
+            .iter()
+            .find_map(|name| self.env(name).filter(|v| !v.is_empty()))
+            .unwrap_or(default)
+            .to_owned()
+    }
+}
+
+impl SpawnSpec {
+    /// A spec running `command` with no arguments, translated both ways.
+    pub fn new(command: impl Into<String>) -> Self {
+        SpawnSpec {
+            command: command.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            files: Vec::new(),
+            passthrough_from_client: false,
+            passthrough_from_agent: false,
+        }
+    }
+
+    /// Appends arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets one environment variable for the agent.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, cwd: Option<String>) -> Self {
+        self.cwd = cwd;
+        self
+    }
+
+    /// Adds a file the host writes to the session's private directory
+    /// (`{files}` in args and env expands to that directory).
+    pub fn file(mut self, path: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push(File {
+            path: path.into(),
+            contents: contents.into(),
+            executable: false,
+        });
+        self
+    }
+
+    /// Marks both directions pass-through: the translator is never called.
+    pub fn passthrough(mut self) -> Self {
+        self.passthrough_from_client = true;
+        self.passthrough_from_agent = true;
+        self
+    }
+}
+
+/// Writes a line to the daemon's log under the adapter's name.
+pub fn log(level: LogLevel, message: &str) {
+    bindings::amarre::adapter::host::log(level, message);
+}
+
+/// Wall-clock milliseconds since the Unix epoch, from the host.
+pub fn now_ms() -> u64 {
+    bindings::amarre::adapter::host::now_ms()
+}
+
+/// A fresh UUID v4 from the host.
+pub fn new_id() -> String {
+    bindings::amarre::adapter::host::new_id()
+}
+
+/// Holds a [`Session`] behind the `&self` methods of the generated resource.
+#[doc(hidden)]
+pub struct SessionCell<S>(RefCell<S>);
+
+impl<S: Session> bindings::exports::amarre::adapter::translator::GuestSession for SessionCell<S> {
+    fn create(
+        request: SpawnRequest,
+        saved: Option<String>,
+    ) -> Result<bindings::exports::amarre::adapter::translator::Session, AdapterError> {
+        let session = S::create(request, saved)?;
+        Ok(
+            bindings::exports::amarre::adapter::translator::Session::new(SessionCell(
+                RefCell::new(session),
+            )),
+        )
+    }
+
+    fn from_client(&self, record: String) -> Result<Vec<Emit>, AdapterError> {
+        self.0.borrow_mut().from_client(record)
+    }
+
+    fn from_agent(&self, line: String) -> Result<Vec<Emit>, AdapterError> {
+        self.0.borrow_mut().from_agent(line)
+    }
+
+    fn on_exit(&self, code: Option<i32>, signal: Option<String>) -> Vec<Emit> {
+        self.0.borrow_mut().on_exit(code, signal)
+    }
+
+    fn save(&self) -> Option<String> {
+        self.0.borrow().save()
+    }
+}
+
+/// Registers a type implementing [`Adapter`] as this component's exports.
+#[macro_export]
+macro_rules! export_adapter {
+    ($adapter:ty) => {
+        #[doc(hidden)]
+        struct __AmarreExports;
+
+        impl $crate::bindings::Guest for __AmarreExports {
+            fn info() -> $crate::AdapterInfo {
+                <$adapter as $crate::Adapter>::info()
+            }
+            fn spawn(
+                request: $crate::SpawnRequest,
+            ) -> ::core::result::Result<$crate::SpawnSpec, $crate::AdapterError> {
+                <$adapter as $crate::Adapter>::spawn(request)
+            }
+        }
+
+        impl $crate::bindings::exports::amarre::adapter::translator::Guest for __AmarreExports {
+            type Session = $crate::SessionCell<<$adapter as $crate::Adapter>::Session>;
+        }
+
+        $crate::bindings::__export_raw!(__AmarreExports);
+    };
+}

@@ -1,0 +1,90 @@
+//! Generated bindings for `wit/adapter.wit` and the per-store host state:
+//! the `host` import (log, time, ids) and a WASI context that grants nothing.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "amarre:adapter/adapter@0.1.0",
+    exports: { default: async },
+});
+
+pub use amarre::adapter::types as wit;
+
+/// What each wasmtime `Store` holds.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    /// `name@version` (or the file name before the info is known), for logs.
+    pub label: Arc<str>,
+}
+
+impl HostState {
+    /// A store state with no files, no environment, no network, no
+    /// arguments, an empty stdin, and stdout/stderr sent to `tracing`.
+    pub fn new(label: Arc<str>, memory_bytes: usize) -> HostState {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(super::logstream::LogStream::new(label.clone(), false))
+            .stderr(super::logstream::LogStream::new(label.clone(), true))
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_bytes)
+            .memories(4)
+            .tables(16)
+            .instances(64)
+            .trap_on_grow_failure(true)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            label,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl amarre::adapter::host::Host for HostState {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        let adapter = &*self.label;
+        match level {
+            wit::LogLevel::Trace => {
+                tracing::trace!(target: "amarre::adapter", adapter, "{message}")
+            }
+            wit::LogLevel::Debug => {
+                tracing::debug!(target: "amarre::adapter", adapter, "{message}")
+            }
+            wit::LogLevel::Info => tracing::info!(target: "amarre::adapter", adapter, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(target: "amarre::adapter", adapter, "{message}"),
+            wit::LogLevel::Error => {
+                tracing::error!(target: "amarre::adapter", adapter, "{message}")
+            }
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        crate::util::now_ms()
+    }
+
+    fn new_id(&mut self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+}

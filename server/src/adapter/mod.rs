@@ -1,0 +1,640 @@
+//! The adapter host: loads adapter components and runs them sandboxed.
+//!
+//! This module alone names wasmtime types; everything it exposes is a plain
+//! Rust type from [`types`]. It owns the engine, the linker, the epoch
+//! ticker, the compiled-component cache and the spawn policy. It does not
+//! spawn processes or touch sockets: the session layer does that with the
+//! spawn specs this module has checked.
+//!
+//! Each session with translation owns one [`AdapterInstance`] (one wasmtime
+//! `Store`); a trap or budget overrun poisons that instance only.
+
+mod bindings;
+pub mod builtin;
+mod engine;
+mod logstream;
+pub mod policy;
+pub mod transcript;
+pub mod types;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
+use wasmtime::{Engine, Store};
+
+use bindings::{AdapterPre, HostState, wit};
+pub use types::*;
+
+/// Budgets applied to every adapter instance.
+#[derive(Debug, Clone, Copy)]
+pub struct AdapterLimits {
+    /// Longest a single guest call may run before it traps.
+    pub call_budget: Duration,
+    /// Largest linear memory an instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for AdapterLimits {
+    fn default() -> Self {
+        AdapterLimits {
+            call_budget: Duration::from_millis(50),
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Where a loaded adapter came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterSource {
+    /// Embedded in the binary under this name.
+    Builtin(String),
+    /// Loaded from a `.wasm` file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for AdapterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdapterSource::Builtin(name) => write!(f, "built-in adapter `{name}`"),
+            AdapterSource::File(path) => write!(f, "adapter {}", path.display()),
+        }
+    }
+}
+
+/// Why a component could not be loaded as an adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The process's adapter runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct AdapterHost {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    ticker: Arc<engine::Ticker>,
+    limits: AdapterLimits,
+    /// Pre-instantiated components by content hash: a component is compiled
+    /// once per process whatever loads it.
+    compiled: Mutex<HashMap<String, AdapterPre<HostState>>>,
+    compilations: AtomicU64,
+}
+
+impl AdapterHost {
+    /// Creates the engine, the linker and the epoch ticker.
+    pub fn new(limits: AdapterLimits) -> anyhow::Result<AdapterHost> {
+        let engine = engine::build_engine()?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("failed to link WASI: {e}"))?;
+        bindings::Adapter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("failed to link the host interface: {e}"))?;
+        // A tenth of the budget per tick keeps the overrun small; never
+        // tick faster than every millisecond nor slower than every 10 ms.
+        let tick =
+            (limits.call_budget / 10).clamp(Duration::from_millis(1), Duration::from_millis(10));
+        let ticker = engine::Ticker::start(&engine, tick)?;
+        Ok(AdapterHost {
+            inner: Arc::new(HostInner {
+                engine,
+                linker,
+                ticker,
+                limits,
+                compiled: Mutex::new(HashMap::new()),
+                compilations: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The budgets instances run with.
+    pub fn limits(&self) -> AdapterLimits {
+        self.inner.limits
+    }
+
+    /// How many components this process has compiled (cache misses).
+    pub fn compilations(&self) -> u64 {
+        self.inner.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Loads a built-in adapter by name.
+    pub async fn load_builtin(&self, name: &str) -> Result<Arc<Adapter>, LoadError> {
+        let bytes = builtin::bytes(name).ok_or_else(|| {
+            LoadError(format!(
+                "unknown built-in adapter `{name}` (built-ins: {})",
+                builtin::names().join(", ")
+            ))
+        })?;
+        self.load(bytes.to_vec(), AdapterSource::Builtin(name.to_owned()))
+            .await
+    }
+
+    /// Loads an adapter component from a file.
+    pub async fn load_file(&self, path: &Path) -> Result<Arc<Adapter>, LoadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| LoadError(format!("failed to read adapter {}: {e}", path.display())))?;
+        self.load(bytes, AdapterSource::File(path.to_owned())).await
+    }
+
+    /// Compiles (or finds in the cache), validates and describes a component.
+    pub async fn load(
+        &self,
+        bytes: Vec<u8>,
+        source: AdapterSource,
+    ) -> Result<Arc<Adapter>, LoadError> {
+        let hash = hex(&Sha256::digest(&bytes));
+        let cached = self.lock_compiled().get(&hash).cloned();
+        let pre = match cached {
+            Some(pre) => pre,
+            None => {
+                let host = self.clone();
+                let src = source.clone();
+                // Compiling takes tens of milliseconds to seconds: never on
+                // the async runtime's workers.
+                let pre = tokio::task::spawn_blocking(move || host.compile(&bytes, &src))
+                    .await
+                    .map_err(|e| {
+                        LoadError(format!("failed to load {source}: compile task failed: {e}"))
+                    })??;
+                self.lock_compiled().insert(hash.clone(), pre.clone());
+                pre
+            }
+        };
+        let label: Arc<str> = Arc::from(source.to_string());
+        let mut instance = AdapterInstance::new(self.inner.clone(), &pre, label)
+            .await
+            .map_err(|e| LoadError(format!("failed to instantiate {source}: {}", e.detail())))?;
+        let info = instance
+            .info()
+            .await
+            .map_err(|e| LoadError(format!("{source}: `info` failed: {}", e.detail())))?;
+        validate_info(&info).map_err(|m| LoadError(format!("{source}: {m}")))?;
+        Ok(Arc::new(Adapter {
+            info,
+            hash,
+            source,
+            loaded_at_ms: crate::util::now_ms(),
+            pre,
+            host: self.inner.clone(),
+        }))
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, AdapterPre<HostState>>> {
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Compiles a component and checks it is an adapter of a WIT version
+    /// this host has bindings for. Blocking.
+    fn compile(
+        &self,
+        bytes: &[u8],
+        source: &AdapterSource,
+    ) -> Result<AdapterPre<HostState>, LoadError> {
+        let engine = &self.inner.engine;
+        let component = Component::new(engine, bytes)
+            .map_err(|e| LoadError(format!("failed to compile {source}: {e:#}")))?;
+        self.inner.compilations.fetch_add(1, Ordering::Relaxed);
+        check_wit_version(engine, &component).map_err(|m| LoadError(format!("{source}: {m}")))?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError(format!("{source} cannot be linked: {e:#}")))?;
+        AdapterPre::new(pre)
+            .map_err(|e| LoadError(format!("{source} is not an amarre adapter: {e:#}")))
+    }
+}
+
+/// Refuses components built against an `amarre:adapter` version this host
+/// has no bindings for, with a message that says which.
+fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .exports(engine)
+        .map(|(n, _)| n.to_owned())
+        .chain(ty.imports(engine).map(|(n, _)| n.to_owned()))
+        .collect();
+    let ours: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("amarre:adapter/"))
+        .collect();
+    if ours.is_empty() {
+        return Err(format!(
+            "not an amarre adapter: it neither imports nor exports `amarre:adapter` (it exports: {})",
+            ty.exports(engine)
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for name in ours {
+        let version = name.rsplit_once('@').map(|(_, v)| v).unwrap_or("none");
+        if version != WIT_VERSION {
+            return Err(format!(
+                "built against WIT package amarre:adapter@{version} (`{name}`); this host has bindings for amarre:adapter@{WIT_VERSION} only"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_info(info: &AdapterInfo) -> Result<(), String> {
+    let name_ok = !info.name.is_empty()
+        && info.name.len() <= 64
+        && info
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !name_ok {
+        return Err(format!(
+            "invalid adapter name `{}` (lowercase letters, digits and `-`, at most 64)",
+            info.name
+        ));
+    }
+    if info.version.is_empty() || info.version.len() > 64 {
+        return Err(format!("invalid adapter version `{}`", info.version));
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One loaded, validated version of an adapter component.
+pub struct Adapter {
+    /// What the adapter said about itself.
+    pub info: AdapterInfo,
+    /// SHA-256 of the component's bytes, lowercase hex.
+    pub hash: String,
+    /// Where it came from.
+    pub source: AdapterSource,
+    /// When it was loaded (ms since the epoch).
+    pub loaded_at_ms: u64,
+    pre: AdapterPre<HostState>,
+    host: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapter")
+            .field("info", &self.info)
+            .field("hash", &self.hash)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Adapter {
+    /// `name@version`.
+    pub fn label(&self) -> String {
+        self.info.label()
+    }
+
+    /// A fresh instance (its own store, memory and budget).
+    pub async fn instantiate(&self) -> Result<AdapterInstance, CallError> {
+        AdapterInstance::new(self.host.clone(), &self.pre, Arc::from(self.label())).await
+    }
+
+    /// Checks a spawn spec against the policy for this adapter.
+    pub fn check_spawn(
+        &self,
+        spec: &SpawnSpec,
+        operator: &policy::OperatorPrograms,
+    ) -> Result<(), policy::SpawnRefusal> {
+        policy::check(&self.info, spec, operator)
+    }
+}
+
+/// One instance of an adapter: a wasmtime store, its exports and, once
+/// created, the session's translator resource.
+pub struct AdapterInstance {
+    store: Store<HostState>,
+    exports: bindings::Adapter,
+    session: Option<ResourceAny>,
+    poisoned: Option<String>,
+    host: Arc<HostInner>,
+    budget_ticks: u64,
+}
+
+impl AdapterInstance {
+    async fn new(
+        host: Arc<HostInner>,
+        pre: &AdapterPre<HostState>,
+        label: Arc<str>,
+    ) -> Result<AdapterInstance, CallError> {
+        let mut store = Store::new(
+            &host.engine,
+            HostState::new(label.clone(), host.limits.memory_bytes),
+        );
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        let budget_ticks = host.ticker.ticks_for(host.limits.call_budget);
+        store.set_epoch_deadline(budget_ticks);
+        let exports = {
+            let _in_flight = host.ticker.enter();
+            pre.instantiate_async(&mut store).await
+        };
+        let exports = exports.map_err(|e| CallError::Trap {
+            adapter: label.to_string(),
+            detail: describe_trap(&e, &host.limits),
+        })?;
+        Ok(AdapterInstance {
+            store,
+            exports,
+            session: None,
+            poisoned: None,
+            host,
+            budget_ticks,
+        })
+    }
+
+    /// `name@version` of this instance's adapter.
+    pub fn label(&self) -> String {
+        self.store.data().label.to_string()
+    }
+
+    /// Whether an earlier call trapped.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    fn begin(&mut self) -> Result<(), CallError> {
+        if let Some(detail) = &self.poisoned {
+            return Err(CallError::Trap {
+                adapter: self.label(),
+                detail: format!("unusable after an earlier trap: {detail}"),
+            });
+        }
+        self.store.set_epoch_deadline(self.budget_ticks);
+        Ok(())
+    }
+
+    fn end<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, CallError> {
+        result.map_err(|e| {
+            let detail = describe_trap(&e, &self.host.limits);
+            self.poisoned = Some(detail.clone());
+            CallError::Trap {
+                adapter: self.label(),
+                detail,
+            }
+        })
+    }
+
+    fn adapter_error(&self, error: wit::AdapterError) -> CallError {
+        CallError::Adapter {
+            adapter: self.label(),
+            error: error.into(),
+        }
+    }
+
+    fn session(&self) -> Result<ResourceAny, CallError> {
+        self.session.ok_or_else(|| CallError::Adapter {
+            adapter: self.label(),
+            error: AdapterError::Internal("no translator session was created".into()),
+        })
+    }
+
+    /// Calls `info`.
+    pub async fn info(&mut self) -> Result<AdapterInfo, CallError> {
+        self.begin()?;
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            self.exports.call_info(&mut self.store).await
+        };
+        self.end(result).map(Into::into)
+    }
+
+    /// Calls `spawn`.
+    pub async fn spawn(&mut self, request: &SpawnRequest) -> Result<SpawnSpec, CallError> {
+        self.begin()?;
+        let request = wit::SpawnRequest::from(request);
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            self.exports.call_spawn(&mut self.store, &request).await
+        };
+        match self.end(result)? {
+            Ok(spec) => Ok(spec.into()),
+            Err(e) => Err(self.adapter_error(e)),
+        }
+    }
+
+    /// Creates the translator session (with hand-over state, if any).
+    pub async fn create_session(
+        &mut self,
+        request: &SpawnRequest,
+        saved: Option<&str>,
+    ) -> Result<(), CallError> {
+        self.begin()?;
+        let request = wit::SpawnRequest::from(request);
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            self.exports
+                .amarre_adapter_translator()
+                .session()
+                .call_create(&mut self.store, &request, saved)
+                .await
+        };
+        match self.end(result)? {
+            Ok(session) => {
+                self.session = Some(session);
+                Ok(())
+            }
+            Err(e) => Err(self.adapter_error(e)),
+        }
+    }
+
+    /// Translates a client record.
+    pub async fn from_client(&mut self, record: &str) -> Result<Vec<Emit>, CallError> {
+        self.begin()?;
+        let session = self.session()?;
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            self.exports
+                .amarre_adapter_translator()
+                .session()
+                .call_from_client(&mut self.store, session, record)
+                .await
+        };
+        match self.end(result)? {
+            Ok(emits) => Ok(emits.into_iter().map(Into::into).collect()),
+            Err(e) => Err(self.adapter_error(e)),
+        }
+    }
+
+    /// Translates an agent line.
+    pub async fn from_agent(&mut self, line: &str) -> Result<Vec<Emit>, CallError> {
+        self.begin()?;
+        let session = self.session()?;
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            self.exports
+                .amarre_adapter_translator()
+                .session()
+                .call_from_agent(&mut self.store, session, line)
+                .await
+        };
+        match self.end(result)? {
+            Ok(emits) => Ok(emits.into_iter().map(Into::into).collect()),
+            Err(e) => Err(self.adapter_error(e)),
+        }
+    }
+
+    /// Tells the translator the agent exited.
+    pub async fn on_exit(
+        &mut self,
+        code: Option<i32>,
+        signal: Option<&str>,
+    ) -> Result<Vec<Emit>, CallError> {
+        self.begin()?;
+        let session = self.session()?;
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            self.exports
+                .amarre_adapter_translator()
+                .session()
+                .call_on_exit(&mut self.store, session, code, signal)
+                .await
+        };
+        self.end(result)
+            .map(|emits| emits.into_iter().map(Into::into).collect())
+    }
+
+    /// Asks the translator for hand-over state.
+    pub async fn save(&mut self) -> Result<Option<String>, CallError> {
+        self.begin()?;
+        let session = self.session()?;
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            self.exports
+                .amarre_adapter_translator()
+                .session()
+                .call_save(&mut self.store, session)
+                .await
+        };
+        self.end(result)
+    }
+}
+
+/// Says why a guest call failed, in terms an operator understands.
+fn describe_trap(error: &wasmtime::Error, limits: &AdapterLimits) -> String {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        match trap {
+            wasmtime::Trap::Interrupt => {
+                return format!(
+                    "exceeded its time budget of {} ms per call",
+                    limits.call_budget.as_millis()
+                );
+            }
+            wasmtime::Trap::StackOverflow => return "overflowed its stack".into(),
+            _ => {}
+        }
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") || text.contains("memory allocation of") {
+        return format!(
+            "exceeded its memory cap of {} MiB ({text})",
+            limits.memory_bytes >> 20
+        );
+    }
+    text
+}
+
+impl From<wit::Capability> for Capability {
+    fn from(c: wit::Capability) -> Self {
+        match c {
+            wit::Capability::StateHandover => Capability::StateHandover,
+            wit::Capability::PermissionGate => Capability::PermissionGate,
+            wit::Capability::PlanCapture => Capability::PlanCapture,
+            wit::Capability::PiDialect => Capability::PiDialect,
+        }
+    }
+}
+
+impl From<wit::AdapterInfo> for AdapterInfo {
+    fn from(i: wit::AdapterInfo) -> Self {
+        AdapterInfo {
+            name: i.name,
+            version: i.version,
+            programs: i.programs,
+            program_env: i.program_env,
+            capabilities: i.capabilities.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<&SpawnRequest> for wit::SpawnRequest {
+    fn from(r: &SpawnRequest) -> Self {
+        wit::SpawnRequest {
+            session_id: r.session_id.clone(),
+            instance_id: r.instance_id.clone(),
+            cwd: r.cwd.clone(),
+            env: r.env.clone(),
+            command: r.command.clone(),
+            args: r.args.clone(),
+        }
+    }
+}
+
+impl From<wit::SpawnSpec> for SpawnSpec {
+    fn from(s: wit::SpawnSpec) -> Self {
+        SpawnSpec {
+            command: s.command,
+            args: s.args,
+            env: s.env,
+            cwd: s.cwd,
+            files: s
+                .files
+                .into_iter()
+                .map(|f| FileSpec {
+                    path: f.path,
+                    contents: f.contents,
+                    executable: f.executable,
+                })
+                .collect(),
+            passthrough_from_client: s.passthrough_from_client,
+            passthrough_from_agent: s.passthrough_from_agent,
+        }
+    }
+}
+
+impl From<wit::Emit> for Emit {
+    fn from(e: wit::Emit) -> Self {
+        match e {
+            wit::Emit::ToAgent(s) => Emit::ToAgent(s),
+            wit::Emit::ToClient(s) => Emit::ToClient(s),
+        }
+    }
+}
+
+impl From<wit::AdapterError> for AdapterError {
+    fn from(e: wit::AdapterError) -> Self {
+        match e {
+            wit::AdapterError::InvalidFrame(m) => AdapterError::InvalidFrame(m),
+            wit::AdapterError::Unsupported(m) => AdapterError::Unsupported(m),
+            wit::AdapterError::IncompatibleState(m) => AdapterError::IncompatibleState(m),
+            wit::AdapterError::Internal(m) => AdapterError::Internal(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

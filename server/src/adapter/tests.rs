@@ -1,0 +1,215 @@
+//! Boundary tests: real components built from `adapters-wasm/`, loaded by the
+//! real host. Misbehaving fixtures must be contained with a clear error while
+//! a well-behaved adapter keeps working in the same process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(builtin::BUILT_ADAPTERS_DIR).join(format!("{name}.wasm"))
+}
+
+fn host() -> AdapterHost {
+    AdapterHost::new(AdapterLimits {
+        call_budget: Duration::from_millis(50),
+        memory_bytes: 16 << 20,
+    })
+    .expect("adapter host")
+}
+
+fn request(env: &[(&str, &str)]) -> SpawnRequest {
+    SpawnRequest {
+        session_id: "0123456789ab".into(),
+        instance_id: "default".into(),
+        cwd: None,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        command: Some("cat".into()),
+        args: vec!["-u".into()],
+    }
+}
+
+/// A well-behaved adapter still works: the proof that a failure was contained.
+async fn stdio_still_works(host: &AdapterHost) {
+    let stdio = host.load_builtin("stdio").await.expect("load stdio");
+    let mut inst = stdio.instantiate().await.expect("instantiate stdio");
+    let spec = inst.spawn(&request(&[])).await.expect("stdio spawn");
+    assert_eq!(spec.command, "cat");
+    inst.create_session(&request(&[]), None)
+        .await
+        .expect("create");
+    let out = inst
+        .from_agent(r#"{"type":"x"}"#)
+        .await
+        .expect("from_agent");
+    assert_eq!(out, vec![Emit::ToClient(r#"{"type":"x"}"#.into())]);
+}
+
+#[tokio::test]
+async fn the_stdio_builtin_describes_itself_and_passes_records_through() {
+    let host = host();
+    let stdio = host.load_builtin("stdio").await.expect("load stdio");
+    assert_eq!(stdio.info.name, "stdio");
+    assert_eq!(stdio.hash.len(), 64);
+    let mut inst = stdio.instantiate().await.unwrap();
+    let spec = inst.spawn(&request(&[])).await.unwrap();
+    assert_eq!(spec.args, vec!["-u".to_string()]);
+    assert!(spec.passthrough_both());
+    inst.create_session(&request(&[]), None).await.unwrap();
+    let out = inst.from_client(r#"{"type":"prompt"}"#).await.unwrap();
+    assert_eq!(out, vec![Emit::ToAgent(r#"{"type":"prompt"}"#.into())]);
+}
+
+#[tokio::test]
+async fn a_component_is_compiled_once_per_content_hash() {
+    let host = host();
+    host.load_builtin("stdio").await.unwrap();
+    host.load_builtin("stdio").await.unwrap();
+    host.load_file(&fixture("stdio")).await.unwrap();
+    assert_eq!(host.compilations(), 1);
+}
+
+#[tokio::test]
+async fn stdio_without_a_command_is_an_adapter_error() {
+    let host = host();
+    let stdio = host.load_builtin("stdio").await.unwrap();
+    let mut inst = stdio.instantiate().await.unwrap();
+    let mut req = request(&[]);
+    req.command = None;
+    let err = inst.spawn(&req).await.unwrap_err();
+    assert!(!err.is_trap());
+    assert!(err.to_string().contains("stdio@"), "{err}");
+    assert!(err.to_string().contains("command"), "{err}");
+}
+
+#[tokio::test]
+async fn a_trap_poisons_only_that_instance_and_names_the_adapter() {
+    let host = host();
+    let trap = host.load_file(&fixture("fixture-trap")).await.unwrap();
+    let mut inst = trap.instantiate().await.unwrap();
+    inst.create_session(&request(&[]), None).await.unwrap();
+    assert!(inst.from_agent("fine").await.is_ok());
+    let err = inst.from_agent("please trap").await.unwrap_err();
+    assert!(err.is_trap(), "{err}");
+    assert_eq!(err.adapter(), "fixture-trap@0.1.0");
+    // Poisoned from now on, without running guest code again.
+    let again = inst.from_agent("fine").await.unwrap_err();
+    assert!(again.detail().contains("earlier trap"), "{again}");
+    // A fresh instance of the same adapter is unaffected.
+    let mut fresh = trap.instantiate().await.unwrap();
+    fresh.create_session(&request(&[]), None).await.unwrap();
+    assert!(fresh.from_agent("fine").await.is_ok());
+    stdio_still_works(&host).await;
+}
+
+#[tokio::test]
+async fn a_trap_at_spawn_is_contained() {
+    let host = host();
+    let trap = host.load_file(&fixture("fixture-trap")).await.unwrap();
+    let mut inst = trap.instantiate().await.unwrap();
+    let err = inst
+        .spawn(&request(&[("FIXTURE_WHEN", "spawn")]))
+        .await
+        .unwrap_err();
+    assert!(err.is_trap(), "{err}");
+    stdio_still_works(&host).await;
+}
+
+#[tokio::test]
+async fn an_endless_loop_ends_in_a_time_budget_trap() {
+    let host = host();
+    let looping = host.load_file(&fixture("fixture-loop")).await.unwrap();
+    let mut inst = looping.instantiate().await.unwrap();
+    inst.create_session(&request(&[]), None).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), inst.from_agent("loop"))
+        .await
+        .expect("the budget must end the call, not the test timeout")
+        .unwrap_err();
+    assert!(err.is_trap(), "{err}");
+    assert!(err.detail().contains("time budget of 50 ms"), "{err}");
+    stdio_still_works(&host).await;
+}
+
+#[tokio::test]
+async fn unbounded_allocation_ends_in_a_memory_cap_trap() {
+    let host = host();
+    let hog = host.load_file(&fixture("fixture-hog")).await.unwrap();
+    let mut inst = hog.instantiate().await.unwrap();
+    let err = inst
+        .spawn(&request(&[("FIXTURE_WHEN", "spawn")]))
+        .await
+        .unwrap_err();
+    assert!(err.is_trap(), "{err}");
+    assert!(err.detail().contains("memory cap of 16 MiB"), "{err}");
+    stdio_still_works(&host).await;
+}
+
+#[tokio::test]
+async fn the_sandbox_grants_no_files_environment_or_sockets() {
+    // A listener the adapter would reach if sockets were allowed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let host = host();
+    let escape = host.load_file(&fixture("fixture-escape")).await.unwrap();
+    let mut inst = escape.instantiate().await.unwrap();
+    let err = inst
+        .spawn(&request(&[("FIXTURE_CONNECT", addr.as_str())]))
+        .await
+        .unwrap_err();
+    let detail = err.detail();
+    assert!(detail.contains("sandbox held"), "{detail}");
+    assert!(detail.contains("file: denied"), "{detail}");
+    assert!(detail.contains("dir: denied"), "{detail}");
+    assert!(detail.contains("env: empty"), "{detail}");
+    assert!(detail.contains("socket: denied"), "{detail}");
+    stdio_still_works(&host).await;
+}
+
+#[tokio::test]
+async fn an_undeclared_program_is_refused_by_the_policy() {
+    let host = host();
+    let undeclared = host
+        .load_file(&fixture("fixture-undeclared"))
+        .await
+        .unwrap();
+    let mut inst = undeclared.instantiate().await.unwrap();
+    let spec = inst.spawn(&request(&[])).await.unwrap();
+    let refusal = undeclared
+        .check_spawn(&spec, &policy::OperatorPrograms::default())
+        .unwrap_err();
+    assert_eq!(refusal.reason(), "policy_refused");
+    assert!(refusal.detail().contains("fixture-undeclared@0.1.0"));
+    assert!(refusal.detail().contains("/bin/sh"));
+}
+
+#[tokio::test]
+async fn a_component_of_another_wit_version_is_refused_clearly() {
+    let host = host();
+    let err = host
+        .load_file(&fixture("fixture-wrong-wit"))
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("amarre:adapter@9.0.0"), "{err}");
+    assert!(err.0.contains("amarre:adapter@0.1.0"), "{err}");
+    stdio_still_works(&host).await;
+}
+
+#[tokio::test]
+async fn garbage_bytes_are_refused_with_the_file_name() {
+    let dir = std::env::temp_dir().join(format!("amarre-garbage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("garbage.wasm");
+    std::fs::write(&path, b"not a component").unwrap();
+    let err = host().load_file(&path).await.unwrap_err();
+    assert!(err.0.contains("garbage.wasm"), "{err}");
+    let missing = host()
+        .load_file(&dir.join("missing.wasm"))
+        .await
+        .unwrap_err();
+    assert!(missing.0.contains("missing.wasm"), "{missing}");
+    std::fs::remove_dir_all(&dir).ok();
+}
