@@ -52,46 +52,36 @@ fn main() {
     let adapters_dir = target_root.join("adapters");
     fs::create_dir_all(&adapters_dir).expect("create target/adapters");
 
+    // The crates are plain libraries (so the workspace builds and lints
+    // them natively); only here are they linked as components, which
+    // `cargo rustc --crate-type cdylib` does one package at a time.
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            WASM_TARGET,
-            "--target-dir",
-        ])
-        .arg(&components_dir);
     for c in &crates {
-        cmd.args(["-p", &c.package]);
-    }
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("failed to run cargo for the adapter components: {e}"));
-    if !status.success() {
-        let installed = Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains(WASM_TARGET))
-            .unwrap_or(false);
-        if !installed {
-            panic!(
-                "building the adapter components needs the {WASM_TARGET} target: run `rustup target add {WASM_TARGET}` (scripts/test and scripts/run do it for you)"
-            );
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&workspace)
+            .args(["rustc", "--lib", "--release", "--crate-type", "cdylib"])
+            .args(["--target", WASM_TARGET, "-p", &c.package, "--target-dir"])
+            .arg(&components_dir);
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+        ] {
+            cmd.env_remove(var);
         }
-        panic!("building the adapter components failed (see the cargo output above)");
+        let status = cmd.status().unwrap_or_else(|e| {
+            panic!(
+                "failed to run cargo for the adapter component {}: {e}",
+                c.package
+            )
+        });
+        if !status.success() {
+            fail(&c.package);
+        }
     }
 
     let release = components_dir.join(WASM_TARGET).join("release");
@@ -118,6 +108,20 @@ fn main() {
         "cargo:rustc-env=AMARRE_ADAPTERS_DIR={}",
         adapters_dir.display()
     );
+}
+
+fn fail(package: &str) -> ! {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(WASM_TARGET))
+        .unwrap_or(false);
+    if !installed {
+        panic!(
+            "building the adapter components needs the {WASM_TARGET} target: run `rustup target add {WASM_TARGET}` (scripts/test and scripts/run do it for you)"
+        );
+    }
+    panic!("building the adapter component {package} failed (see the cargo output above)");
 }
 
 /// Finds component crates: `adapters-wasm/*/Cargo.toml` and

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `amarre` binary.
+
+fn main() {
+    amarre::cli::main();
+}

@@ -10,7 +10,7 @@
 //! agent-specific logic; that belongs in the adapters.
 //!
 //! A minimal pass-through adapter:
-//! ```ignore
+//! ```no_run
 //! use amarre_adapter_sdk::*;
 //! struct Echo;
 //! impl Adapter for Echo {
@@ -26,6 +26,7 @@
 use std::cell::RefCell;
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -54,6 +55,8 @@ pub trait Adapter {
 }
 
 /// One session's translator. Every method has a pass-through default.
+// The method names mirror the WIT (`from-client`, `from-agent`).
+#[allow(clippy::wrong_self_convention)]
 pub trait Session: Sized + 'static {
     /// Creates the translator; `saved` is state from [`Session::save`] of an
     /// older version during a hot reload.

@@ -13,7 +13,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use amarre::adapter::types as wit;
+pub use self::amarre::adapter::types as wit;
 
 /// What each wasmtime `Store` holds.
 pub struct HostState {
@@ -62,7 +62,7 @@ impl WasiView for HostState {
 
 impl wit::Host for HostState {}
 
-impl amarre::adapter::host::Host for HostState {
+impl self::amarre::adapter::host::Host for HostState {
     fn log(&mut self, level: wit::LogLevel, message: String) {
         let adapter = &*self.label;
         match level {

@@ -1,0 +1,101 @@
+//! The HTTP surface: REST control plane, the WebSocket data plane, and the
+//! browser-safety guard in front of both (PROTOCOL.md sections 3 and 4).
+//! Handlers translate between HTTP and the session layer; they own no
+//! session state themselves.
+
+pub mod guard;
+mod rest;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+
+use crate::session::Sessions;
+
+/// Shared state of the handlers.
+pub struct App {
+    pub sessions: Sessions,
+}
+
+/// A JSON error body `{"error": code}`.
+pub fn error_json(status: StatusCode, code: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": code }))).into_response()
+}
+
+/// Whether the request asks for a WebSocket upgrade.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The text of the 426 on `/`.
+pub const ROOT_HINT: &str = "Use /sessions/<id>; see docs/PROTOCOL.md";
+
+/// Builds the router with its guard.
+pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
+    Router::new()
+        .route("/", any(root))
+        .route("/healthz", get(rest::healthz))
+        .route("/instances", get(rest::instances))
+        .route(
+            "/sessions",
+            get(rest::list_sessions).post(rest::create_session),
+        )
+        .route(
+            "/sessions/{id}",
+            get(rest::get_session).delete(rest::delete_session),
+        )
+        .route("/sessions/{id}/restart", post(rest::restart_session))
+        .route(
+            "/push/tokens",
+            get(rest::push_list).post(rest::push_register),
+        )
+        .route("/push/tokens/{token}", delete(rest::push_unregister))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(upgrade_paths))
+        .layer(middleware::from_fn_with_state(guard, guard::check))
+        .with_state(app)
+}
+
+async fn root() -> Response {
+    (
+        StatusCode::UPGRADE_REQUIRED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        ROOT_HINT,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error_json(StatusCode::NOT_FOUND, "not_found")
+}
+
+async fn method_not_allowed() -> Response {
+    error_json(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+}
+
+/// An upgrade anywhere but `/sessions/{id}`: 426 on `/`, 404 elsewhere.
+async fn upgrade_paths(req: Request, next: Next) -> Response {
+    if is_upgrade(req.headers()) {
+        let path = req.uri().path();
+        let is_session = path
+            .strip_prefix("/sessions/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+        if path == "/" {
+            return root().await;
+        }
+        if !is_session {
+            return not_found().await;
+        }
+    }
+    next.run(req).await
+}

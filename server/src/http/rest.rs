@@ -1,0 +1,138 @@
+//! REST handlers (PROTOCOL.md section 3). Bodies are read as JSON whatever
+//! the Content-Type says; a malformed or non-object body counts as `{}`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{App, error_json, is_upgrade};
+use crate::session::{CreateError, CreateRequest, RestartError, SpawnFailure};
+
+fn body_object(body: &[u8]) -> serde_json::Map<String, Value> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn spawn_failed(e: &SpawnFailure) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({"error": "spawn_failed", "reason": e.reason, "detail": e.detail})),
+    )
+        .into_response()
+}
+
+pub async fn healthz() -> Response {
+    Json(json!({"status": "ok", "version": crate::VERSION})).into_response()
+}
+
+pub async fn instances(State(app): State<Arc<App>>) -> Response {
+    let list: Vec<Value> = app
+        .sessions
+        .runtime()
+        .instances
+        .all()
+        .iter()
+        .map(|i| json!({"id": i.config.id, "agent": i.adapter().info.name}))
+        .collect();
+    Json(list).into_response()
+}
+
+pub async fn list_sessions(State(app): State<Arc<App>>) -> Response {
+    let list: Vec<_> = app.sessions.list().iter().map(|s| s.summary()).collect();
+    Json(list).into_response()
+}
+
+pub async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let body = body_object(&body);
+    let string = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let env = match body.get("env") {
+        Some(Value::Object(map)) if map.values().all(Value::is_string) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let req = CreateRequest {
+        instance_id: string("instanceId"),
+        name: string("name"),
+        cwd: string("cwd"),
+        env,
+    };
+    match app.sessions.create(req).await {
+        Ok(handle) => (StatusCode::CREATED, Json(handle.summary())).into_response(),
+        Err(CreateError::UnknownInstance(id)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown_instance", "instanceId": id})),
+        )
+            .into_response(),
+        Err(CreateError::NoInstance) => error_json(StatusCode::NOT_FOUND, "unknown_instance"),
+        Err(CreateError::MaxSessions(limit)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": "max_sessions_reached", "limit": limit})),
+        )
+            .into_response(),
+        Err(CreateError::Spawn(e)) => spawn_failed(&e),
+    }
+}
+
+/// `GET /sessions/{id}`: the summary, or the WebSocket when upgrading.
+pub async fn get_session(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    if is_upgrade(req.headers()) {
+        return super::ws::upgrade(app, id, req).await;
+    }
+    match app.sessions.get(&id) {
+        Some(handle) => Json(handle.summary()).into_response(),
+        None => error_json(StatusCode::NOT_FOUND, "not_found"),
+    }
+}
+
+pub async fn delete_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    if app.sessions.delete(&id).await {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error_json(StatusCode::NOT_FOUND, "not_found")
+    }
+}
+
+pub async fn restart_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.sessions.restart(&id).await {
+        Ok(handle) => Json(handle.summary()).into_response(),
+        Err(RestartError::NotFound) => error_json(StatusCode::NOT_FOUND, "not_found"),
+        Err(RestartError::AlreadyRunning) => error_json(StatusCode::CONFLICT, "already_running"),
+        Err(RestartError::InstanceGone(instance)) => (
+            StatusCode::GONE,
+            Json(json!({"error": "instance_gone", "instanceId": instance})),
+        )
+            .into_response(),
+        Err(RestartError::MaxSessions(limit)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": "max_sessions_reached", "limit": limit})),
+        )
+            .into_response(),
+        Err(RestartError::Spawn(e)) => spawn_failed(&e),
+    }
+}
+
+pub async fn push_list(State(_app): State<Arc<App>>) -> Response {
+    error_json(StatusCode::SERVICE_UNAVAILABLE, "push_disabled")
+}
+
+pub async fn push_register(State(_app): State<Arc<App>>, _body: Bytes) -> Response {
+    error_json(StatusCode::SERVICE_UNAVAILABLE, "push_disabled")
+}
+
+pub async fn push_unregister(State(_app): State<Arc<App>>, Path(_token): Path<String>) -> Response {
+    error_json(StatusCode::SERVICE_UNAVAILABLE, "push_disabled")
+}

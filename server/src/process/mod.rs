@@ -1,0 +1,207 @@
+//! Agent processes: spawning in their own process group with a parent-death
+//! signal, signalling the group, and describing how a process ended.
+//!
+//! Linux delivers `PR_SET_PDEATHSIG` when the *thread* that forked the child
+//! exits, not the process (see prctl(2)). Tokio's blocking-pool threads come
+//! and go, so every agent is forked from one dedicated thread that lives as
+//! long as the daemon. The child also re-checks its parent pid after arming
+//! the signal, closing the race where the daemon died during the fork.
+//!
+//! This module knows nothing about sessions, adapters or sockets.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::mpsc as std_mpsc;
+
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// Everything needed to start an agent.
+#[derive(Debug, Clone)]
+pub struct SpawnPlan {
+    /// An absolute path (the session layer resolves names on PATH first).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// The complete environment of the child (nothing else is inherited).
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: Option<PathBuf>,
+}
+
+type Job = (SpawnPlan, oneshot::Sender<io::Result<Child>>);
+
+/// Forks agents from one long-lived thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Spawner {
+    jobs: std_mpsc::Sender<Job>,
+}
+
+impl Spawner {
+    /// Starts the spawner thread; it enters the current tokio runtime so that
+    /// the children it creates are reaped by that runtime.
+    pub fn start() -> io::Result<Spawner> {
+        let handle = tokio::runtime::Handle::current();
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("amarre-spawner".into())
+            .spawn(move || {
+                let _runtime = handle.enter();
+                while let Ok((plan, reply)) = rx.recv() {
+                    let _ = reply.send(spawn_now(&plan));
+                }
+            })?;
+        Ok(Spawner { jobs: tx })
+    }
+
+    /// Spawns the agent with piped stdio in a new process group.
+    pub async fn spawn(&self, plan: SpawnPlan) -> io::Result<Child> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send((plan, tx))
+            .map_err(|_| io::Error::other("the spawner thread has stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the spawner thread dropped the request"))?
+    }
+}
+
+fn spawn_now(plan: &SpawnPlan) -> io::Result<Child> {
+    let mut cmd = Command::new(&plan.program);
+    cmd.args(&plan.args)
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(cwd) = &plan.cwd {
+        cmd.current_dir(cwd);
+    }
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (prctl, getppid, _exit).
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The daemon may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Sends `signal` to every process of the group `pgid`. A group that is
+/// already gone is not an error.
+pub fn signal_group(pgid: u32, signal: libc::c_int) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory
+    // is touched.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// Whether any process of the group `pgid` is still alive.
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+/// How a process ended: its exit code, or the name of the signal that
+/// killed it.
+pub fn describe_exit(status: ExitStatus) -> (Option<i32>, Option<String>) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (Some(code), None),
+        (None, Some(sig)) => (None, Some(signal_name(sig))),
+        _ => (None, None),
+    }
+}
+
+/// `SIGTERM` for 15, and so on; `SIG<n>` for unknown numbers.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => return format!("SIG{sig}"),
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn children_run_in_their_own_group_and_die_with_it() {
+        let spawner = Spawner::start().unwrap();
+        let mut child = spawner
+            .spawn(SpawnPlan {
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), "sleep 30".into()],
+                env: vec![],
+                cwd: None,
+            })
+            .await
+            .unwrap();
+        let pid = child.id().unwrap();
+        // SAFETY: getpgid only reads.
+        assert_eq!(
+            unsafe { libc::getpgid(pid as libc::pid_t) },
+            pid as libc::pid_t
+        );
+        assert!(group_alive(pid));
+        signal_group(pid, libc::SIGTERM);
+        let status = child.wait().await.unwrap();
+        assert_eq!(describe_exit(status), (None, Some("SIGTERM".into())));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_an_io_error() {
+        let spawner = Spawner::start().unwrap();
+        let err = spawner
+            .spawn(SpawnPlan {
+                program: "/no/such/program".into(),
+                args: vec![],
+                env: vec![],
+                cwd: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}

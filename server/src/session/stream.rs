@@ -1,0 +1,227 @@
+//! A session's record stream as clients see it over time: the sequence
+//! counter, the bounded replay buffer and the questions still waiting for
+//! an answer (PROTOCOL.md section 11). Pure bookkeeping, no I/O.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+
+use super::record::{Head, with_seq};
+
+/// Methods of `extension_ui_request` that expect an answer.
+pub fn expects_answer(method: Option<&str>) -> bool {
+    matches!(method, Some("confirm" | "select" | "input" | "editor"))
+}
+
+/// A question the agent asked that no client has answered yet.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: String,
+    pub seq: Option<u64>,
+    pub text: Utf8Bytes,
+    pub deadline: Option<Instant>,
+}
+
+/// What a newly attached client receives before live records.
+#[derive(Debug, Default)]
+pub struct Catchup {
+    /// `(first, last)` lost sequence numbers when `since` is older than
+    /// the buffer.
+    pub gap: Option<(u64, u64)>,
+    /// Buffered records after `since`, oldest first.
+    pub replay: Vec<(u64, Utf8Bytes)>,
+    /// Pending questions not already in `replay`.
+    pub pending: Vec<Pending>,
+}
+
+/// Sequence numbers, replay buffer and pending questions of one session.
+#[derive(Debug)]
+pub struct Stream {
+    last_seq: u64,
+    buffer: VecDeque<(u64, Utf8Bytes)>,
+    buffer_bytes: usize,
+    max_records: usize,
+    max_bytes: usize,
+    pending: Vec<Pending>,
+}
+
+impl Stream {
+    pub fn new(max_records: usize, max_bytes: usize) -> Stream {
+        Stream {
+            last_seq: 0,
+            buffer: VecDeque::new(),
+            buffer_bytes: 0,
+            max_records,
+            max_bytes,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The last sequence number given out (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Numbers and buffers a record that goes to the clients; returns its
+    /// sequence number (objects only). Tracks questions that expect an
+    /// answer.
+    pub fn push(&mut self, text: &Utf8Bytes, head: Option<&Head>, now: Instant) -> Option<u64> {
+        let head = head.filter(|h| h.is_object)?;
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        self.buffer_bytes += text.len();
+        self.buffer.push_back((seq, text.clone()));
+        while self.buffer.len() > self.max_records
+            || (self.buffer_bytes > self.max_bytes && self.buffer.len() > 1)
+        {
+            if let Some((_, old)) = self.buffer.pop_front() {
+                self.buffer_bytes -= old.len();
+            }
+        }
+        if head.kind.as_deref() == Some("extension_ui_request")
+            && expects_answer(head.method.as_deref())
+            && let Some(id) = &head.id
+        {
+            self.pending.retain(|p| &p.id != id);
+            self.pending.push(Pending {
+                id: id.clone(),
+                seq: Some(seq),
+                text: text.clone(),
+                deadline: head
+                    .timeout_ms
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .map(|t| now + std::time::Duration::from_millis(t as u64)),
+            });
+        }
+        Some(seq)
+    }
+
+    /// A client answered question `id`.
+    pub fn answered(&mut self, id: &str) -> bool {
+        let before = self.pending.len();
+        self.pending.retain(|p| p.id != id);
+        before != self.pending.len()
+    }
+
+    /// Forgets every pending question (crash, delete, restart).
+    pub fn clear_pending(&mut self) {
+        self.pending.clear();
+    }
+
+    /// What a client attaching now receives: replay after `since` (when
+    /// given), then pending questions not already replayed.
+    pub fn catchup(&mut self, since: Option<u64>, now: Instant) -> Catchup {
+        self.pending.retain(|p| p.deadline.is_none_or(|d| d > now));
+        let mut out = Catchup::default();
+        let mut replayed_from = u64::MAX;
+        if let Some(since) = since {
+            let oldest = self
+                .buffer
+                .front()
+                .map(|(s, _)| *s)
+                .unwrap_or(self.last_seq + 1);
+            if since + 1 < oldest && since < self.last_seq {
+                out.gap = Some((since + 1, oldest - 1));
+            }
+            out.replay = self
+                .buffer
+                .iter()
+                .filter(|(s, _)| *s > since)
+                .cloned()
+                .collect();
+            replayed_from = since + 1;
+        }
+        out.pending = self
+            .pending
+            .iter()
+            .filter(|p| {
+                p.seq
+                    .is_none_or(|s| s < replayed_from || !out.replay.iter().any(|(r, _)| *r == s))
+            })
+            .cloned()
+            .collect();
+        out
+    }
+}
+
+/// The record text for a client: with `_seq` when it asked for numbers.
+pub fn text_for(text: &Utf8Bytes, seq: Option<u64>, wants_seq: bool) -> Utf8Bytes {
+    match (seq, wants_seq) {
+        (Some(n), true) => Utf8Bytes::from(with_seq(text.as_str(), n)),
+        _ => text.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::record::parse_head;
+
+    fn push(s: &mut Stream, text: &str) -> Option<u64> {
+        let head = parse_head(text.as_bytes());
+        s.push(
+            &Utf8Bytes::from(text.to_owned()),
+            head.as_ref(),
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn only_objects_are_numbered_and_numbers_never_go_back() {
+        let mut s = Stream::new(10, 1 << 20);
+        assert_eq!(push(&mut s, r#"{"a":1}"#), Some(1));
+        assert_eq!(push(&mut s, "not json"), None);
+        assert_eq!(push(&mut s, "[1]"), None);
+        assert_eq!(push(&mut s, r#"{"a":2}"#), Some(2));
+        s.clear_pending();
+        assert_eq!(push(&mut s, r#"{"a":3}"#), Some(3));
+    }
+
+    #[test]
+    fn replay_returns_records_after_since_and_a_gap_when_too_old() {
+        let mut s = Stream::new(3, 1 << 20);
+        for i in 1..=5 {
+            push(&mut s, &format!(r#"{{"i":{i}}}"#));
+        }
+        let c = s.catchup(Some(3), Instant::now());
+        assert_eq!(c.gap, None);
+        assert_eq!(
+            c.replay.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        let c = s.catchup(Some(0), Instant::now());
+        assert_eq!(c.gap, Some((1, 2)));
+        assert_eq!(c.replay.len(), 3);
+        let c = s.catchup(Some(5), Instant::now());
+        assert!(c.gap.is_none() && c.replay.is_empty());
+    }
+
+    #[test]
+    fn pending_questions_are_kept_until_answered_or_expired() {
+        let mut s = Stream::new(100, 1 << 20);
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"q1","method":"confirm"}"#,
+        );
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"n1","method":"notify"}"#,
+        );
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"q2","method":"select","timeout":1}"#,
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let c = s.catchup(None, Instant::now());
+        assert_eq!(
+            c.pending.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            vec!["q1"]
+        );
+        // Already replayed questions are not sent twice.
+        let c = s.catchup(Some(0), Instant::now());
+        assert!(c.pending.is_empty());
+        assert!(s.answered("q1"));
+        assert!(s.catchup(None, Instant::now()).pending.is_empty());
+    }
+}

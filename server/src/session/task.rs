@@ -1,0 +1,696 @@
+//! The session task: the one owner of a session's agent, adapter instance,
+//! clients, record stream and timers. It reacts to agent output, client
+//! records and control requests, in order, and never waits on a client.
+//!
+//! Data path (DESIGN.md): client -> ws reader -> `inbound` -> here ->
+//! (adapter from-client) -> stdin writer -> agent; agent -> stdout reader ->
+//! here -> (adapter from-agent) -> each client's bounded queue -> its writer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::agent_io::{self, AgentEvent};
+use super::record::{Head, parse_head};
+use super::spawn::{self, Started};
+use super::stream::{Stream, expects_answer, text_for};
+use super::{
+    AttachError, AttachOptions, Catchup, ClientSlot, Control, Inbound, Outbound, RestartError,
+    Runtime, SessionHandle, Status,
+};
+use crate::adapter::{Adapter, AdapterInstance, CallError, Emit};
+use crate::process::signal_group;
+
+/// How long to wait for an agent to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+struct Client {
+    id: u64,
+    tx: mpsc::Sender<Outbound>,
+    queued_bytes: Arc<AtomicUsize>,
+    kill: Option<oneshot::Sender<(u16, &'static str)>>,
+    wants_seq: bool,
+}
+
+/// One spawn of the agent, from start to exit.
+struct Run {
+    adapter: Arc<Adapter>,
+    translator: Option<AdapterInstance>,
+    through_from_client: bool,
+    through_from_agent: bool,
+    pgid: u32,
+    files_dir: Option<PathBuf>,
+}
+
+/// An awaiting-input push waiting for its grace period.
+struct PushTimer {
+    deadline: Instant,
+    method: String,
+    record: Utf8Bytes,
+}
+
+pub(super) struct SessionTask {
+    handle: Arc<SessionHandle>,
+    rt: Arc<Runtime>,
+    ctrl_rx: mpsc::Receiver<Control>,
+    inbound_rx: mpsc::Receiver<Inbound>,
+    run: Option<Run>,
+    agent_rx: Option<mpsc::Receiver<AgentEvent>>,
+    stdin_tx: Option<mpsc::Sender<Bytes>>,
+    /// Records for the agent that did not fit its stdin queue yet; while
+    /// any wait here, no client record is taken (backpressure).
+    to_agent: VecDeque<Bytes>,
+    clients: Vec<Client>,
+    stream: Stream,
+    push_timers: BTreeMap<String, PushTimer>,
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the agent's stdin queue has room again (this task is its
+/// only sender, so the room is still there when the branch runs).
+async fn stdin_room(tx: &Option<mpsc::Sender<Bytes>>) {
+    match tx {
+        Some(tx) if tx.reserve().await.is_ok() => {}
+        _ => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Agent output as a text frame; invalid UTF-8 is replaced, not dropped.
+fn utf8(line: Bytes) -> Utf8Bytes {
+    match Utf8Bytes::try_from(line.clone()) {
+        Ok(text) => text,
+        Err(_) => Utf8Bytes::from(String::from_utf8_lossy(&line).into_owned()),
+    }
+}
+
+impl SessionTask {
+    pub(super) fn start(
+        handle: Arc<SessionHandle>,
+        rt: Arc<Runtime>,
+        ctrl_rx: mpsc::Receiver<Control>,
+        inbound_rx: mpsc::Receiver<Inbound>,
+        started: Started,
+    ) {
+        let limits = &rt.config.limits;
+        let mut task = SessionTask {
+            stream: Stream::new(limits.replay_records, limits.replay_bytes),
+            handle,
+            rt,
+            ctrl_rx,
+            inbound_rx,
+            run: None,
+            agent_rx: None,
+            stdin_tx: None,
+            to_agent: VecDeque::new(),
+            clients: Vec::new(),
+            push_timers: BTreeMap::new(),
+        };
+        task.install(started);
+        tokio::spawn(task.main());
+    }
+
+    /// Wires up the I/O tasks of a freshly started agent.
+    fn install(&mut self, mut started: Started) {
+        let id = self.handle.id.clone();
+        let limits = &self.rt.config.limits;
+        let stdout = started.child.stdout.take();
+        let stdin = started.child.stdin.take();
+        let stderr = started.child.stderr.take();
+        let (ev_tx, ev_rx) = mpsc::channel(16);
+        let (in_tx, in_rx) = mpsc::channel(limits.stdin_queue_records);
+        if let Some(stderr) = stderr {
+            tokio::spawn(agent_io::log_stderr(id.clone(), stderr));
+        }
+        if let Some(stdin) = stdin {
+            tokio::spawn(agent_io::write_stdin(id.clone(), stdin, in_rx));
+        }
+        if let Some(stdout) = stdout {
+            tokio::spawn(agent_io::read_stdout(
+                id,
+                started.child,
+                stdout,
+                limits.max_line_bytes,
+                ev_tx,
+            ));
+        }
+        self.agent_rx = Some(ev_rx);
+        self.stdin_tx = Some(in_tx);
+        self.to_agent.clear();
+        self.run = Some(Run {
+            through_from_client: started.spec.passthrough_from_client
+                || started.translator.is_none(),
+            through_from_agent: started.spec.passthrough_from_agent || started.translator.is_none(),
+            adapter: started.adapter,
+            translator: started.translator,
+            pgid: started.pid,
+            files_dir: started.files_dir,
+        });
+    }
+
+    async fn main(mut self) {
+        loop {
+            let taking_input =
+                self.run.is_some() && self.stdin_tx.is_some() && self.to_agent.is_empty();
+            let next_timer = self.push_timers.values().map(|t| t.deadline).min();
+            let flow = tokio::select! {
+                biased;
+                ctrl = self.ctrl_rx.recv() => match ctrl {
+                    Some(c) => self.on_control(c).await,
+                    None => ControlFlow::Break(()),
+                },
+                ev = recv_opt(&mut self.agent_rx) => {
+                    self.on_agent(ev).await;
+                    ControlFlow::Continue(())
+                }
+                () = stdin_room(&self.stdin_tx), if !self.to_agent.is_empty() => {
+                    self.flush_to_agent();
+                    ControlFlow::Continue(())
+                }
+                Some(record) = self.inbound_rx.recv(), if taking_input => {
+                    self.on_inbound(record).await;
+                    ControlFlow::Continue(())
+                }
+                () = sleep_opt(next_timer) => {
+                    self.on_timers();
+                    ControlFlow::Continue(())
+                }
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+    }
+
+    // ----- control -------------------------------------------------------
+
+    async fn on_control(&mut self, ctrl: Control) -> ControlFlow<()> {
+        match ctrl {
+            Control::Attach { slot, opts, reply } => {
+                let result = self.attach(slot, opts);
+                if let Err((slot, e)) = result {
+                    let _ = slot.kill.send((1011, "session not running"));
+                    let _ = reply.send(Err(e));
+                } else if let Ok(catchup) = result {
+                    let _ = reply.send(Ok(catchup));
+                }
+            }
+            Control::Detach { client } => {
+                let before = self.clients.len();
+                self.clients.retain(|c| c.id != client);
+                if self.clients.len() != before {
+                    self.update_client_count();
+                    tracing::info!(session = %self.handle.id, client, clients = self.clients.len(), "client detached");
+                }
+            }
+            Control::Delete { reply } => {
+                self.stop(Status::Stopped, 1000, "session deleted").await;
+                let _ = reply.send(());
+                return ControlFlow::Break(());
+            }
+            Control::Shutdown { reply } => {
+                self.stop(Status::Stopped, 1001, "server shutting down")
+                    .await;
+                let _ = reply.send(());
+                return ControlFlow::Break(());
+            }
+            Control::Restart { reply } => {
+                let _ = reply.send(self.restart().await);
+            }
+            Control::PushSent { request_id, tokens } => {
+                if self.run.is_some() {
+                    let record = serde_json::json!({
+                        "type": "amarre.push_sent",
+                        "trigger": "awaiting_input",
+                        "tokens": tokens,
+                        "requestId": request_id,
+                    });
+                    self.publish(Utf8Bytes::from(record.to_string()));
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn attach(
+        &mut self,
+        slot: ClientSlot,
+        opts: AttachOptions,
+    ) -> Result<Catchup, (ClientSlot, AttachError)> {
+        if self.run.is_none() {
+            let status = self.handle.status();
+            return Err((slot, AttachError::NotRunning(status)));
+        }
+        let wants_seq = opts.seq || opts.since.is_some();
+        let hello = opts.hello || opts.since.is_some();
+        let mut first = Vec::new();
+        if hello {
+            first.push(Utf8Bytes::from(self.hello().to_string()));
+        }
+        let catchup = self.stream.catchup(opts.since, Instant::now());
+        if let Some((from, to)) = catchup.gap {
+            first.push(Utf8Bytes::from(
+                serde_json::json!({"type": "amarre.replay_gap", "from": from, "to": to})
+                    .to_string(),
+            ));
+        }
+        first.extend(
+            catchup
+                .replay
+                .iter()
+                .map(|(seq, text)| text_for(text, Some(*seq), wants_seq)),
+        );
+        first.extend(
+            catchup
+                .pending
+                .iter()
+                .map(|p| text_for(&p.text, p.seq, wants_seq)),
+        );
+        self.clients.push(Client {
+            id: slot.id,
+            tx: slot.tx,
+            queued_bytes: slot.queued_bytes,
+            kill: Some(slot.kill),
+            wants_seq,
+        });
+        self.update_client_count();
+        tracing::info!(
+            session = %self.handle.id,
+            client = slot.id,
+            clients = self.clients.len(),
+            replayed = catchup.replay.len(),
+            pending = catchup.pending.len(),
+            "client attached"
+        );
+        Ok(first)
+    }
+
+    fn hello(&self) -> serde_json::Value {
+        let adapter = self.run.as_ref().map(|r| &r.adapter.info);
+        let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions"];
+        if let Some(info) = adapter {
+            caps.extend(info.capabilities.iter().map(|c| c.as_str()));
+        }
+        serde_json::json!({
+            "type": "amarre.hello",
+            "protocol": crate::PROTOCOL_VERSION,
+            "server": {"name": "amarre", "version": crate::VERSION},
+            "sessionId": self.handle.id,
+            "instanceId": self.handle.instance_id,
+            "adapter": {
+                "name": adapter.map(|i| i.name.as_str()),
+                "version": adapter.map(|i| i.version.as_str()),
+            },
+            "capabilities": caps,
+            "seq": self.stream.last_seq(),
+        })
+    }
+
+    async fn restart(&mut self) -> Result<(), RestartError> {
+        if self.run.is_some() {
+            return Err(RestartError::AlreadyRunning);
+        }
+        let instance = self
+            .rt
+            .instances
+            .get(&self.handle.instance_id)
+            .ok_or_else(|| RestartError::InstanceGone(self.handle.instance_id.clone()))?;
+        let ctx = spawn::SpawnEnv {
+            spawner: &self.rt.spawner,
+            daemon_env: &self.rt.daemon_env,
+            files_root: &self.rt.files_root,
+        };
+        let started = spawn::start(&ctx, instance.adapter(), &instance.config, &self.handle.id, &self.handle.options)
+            .await
+            .map_err(|e| {
+                tracing::warn!(session = %self.handle.id, reason = e.reason, detail = %e.detail, "failed to restart the agent");
+                RestartError::Spawn(e)
+            })?;
+        let pid = started.pid;
+        tracing::info!(session = %self.handle.id, adapter = %started.adapter.label(), pid, "session restarted");
+        self.install(started);
+        let mut state = self.handle.lock();
+        state.status = Status::Running;
+        state.spawned_at = crate::util::now_ms();
+        state.pid = Some(pid);
+        state.exited = false;
+        state.exit_code = None;
+        state.signal = None;
+        Ok(())
+    }
+
+    /// DELETE and shutdown: close clients, terminate the agent's group
+    /// (SIGTERM, SIGKILL after the grace) and wait for it to end.
+    async fn stop(&mut self, status: Status, code: u16, reason: &'static str) {
+        self.handle.lock().status = status;
+        self.close_clients(code, reason);
+        self.push_timers.clear();
+        self.stream.clear_pending();
+        let Some(run) = self.run.take() else { return };
+        // Closing stdin lets a well-behaved agent exit on EOF by itself.
+        self.stdin_tx = None;
+        let grace = self.rt.config.limits.kill_grace;
+        signal_group(run.pgid, libc::SIGTERM);
+        let exited = self.wait_exit(grace).await;
+        signal_group(run.pgid, libc::SIGKILL);
+        if !exited {
+            tracing::warn!(session = %self.handle.id, pid = run.pgid, grace_ms = grace.as_millis() as u64, "agent ignored SIGTERM; sent SIGKILL");
+            self.wait_exit(KILL_WAIT).await;
+        }
+        self.agent_rx = None;
+        self.handle.lock().pid = None;
+        remove_files(&run);
+    }
+
+    /// Drains agent events until it exits or `within` passes.
+    async fn wait_exit(&mut self, within: Duration) -> bool {
+        let Some(rx) = self.agent_rx.as_mut() else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(AgentEvent::Exited { .. })) | Ok(None) => return true,
+                Ok(Some(AgentEvent::Lines(_))) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    // ----- agent -> clients ----------------------------------------------
+
+    async fn on_agent(&mut self, ev: Option<AgentEvent>) {
+        match ev {
+            Some(AgentEvent::Lines(lines)) => {
+                for line in lines {
+                    if self.run.is_none() {
+                        return;
+                    }
+                    self.agent_line(line).await;
+                }
+            }
+            Some(AgentEvent::Exited { code, signal }) => self.crashed(code, signal, None).await,
+            None => self.crashed(None, None, None).await,
+        }
+    }
+
+    async fn agent_line(&mut self, line: Bytes) {
+        let Some(run) = self.run.as_mut() else { return };
+        if run.through_from_agent {
+            self.publish(utf8(line));
+            return;
+        }
+        let Some(translator) = run.translator.as_mut() else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&line);
+        match translator.from_agent(&text).await {
+            Ok(emits) => self.emit(emits),
+            Err(e) => self.adapter_failed(e).await,
+        }
+    }
+
+    fn emit(&mut self, emits: Vec<Emit>) {
+        for e in emits {
+            match e {
+                Emit::ToClient(text) => self.publish(Utf8Bytes::from(text)),
+                Emit::ToAgent(text) => self.queue_to_agent(Bytes::from(text)),
+            }
+        }
+    }
+
+    /// Numbers, buffers and fans out one record; arms push timers.
+    fn publish(&mut self, text: Utf8Bytes) {
+        let head = parse_head(text.as_bytes());
+        let seq = self.stream.push(&text, head.as_ref(), Instant::now());
+        if let Some(h) = &head {
+            self.arm_push(h, &text);
+        }
+        self.broadcast(&text, seq);
+    }
+
+    fn broadcast(&mut self, text: &Utf8Bytes, seq: Option<u64>) {
+        let max_bytes = self.rt.config.limits.client_queue_bytes;
+        let mut with_seq: Option<Utf8Bytes> = None;
+        let session = &self.handle.id;
+        let before = self.clients.len();
+        self.clients.retain_mut(|c| {
+            let t = if c.wants_seq && seq.is_some() {
+                with_seq.get_or_insert_with(|| text_for(text, seq, true)).clone()
+            } else {
+                text.clone()
+            };
+            let len = t.len();
+            let queued = c.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+            let sent = if queued > max_bytes {
+                Err(mpsc::error::TrySendError::Full(Outbound::Text(t)))
+            } else {
+                c.tx.try_send(Outbound::Text(t))
+            };
+            match sent {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    c.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                    tracing::warn!(session = %session, client = c.id, queued_bytes = queued, "client too slow to read; closing it with 1008");
+                    if let Some(kill) = c.kill.take() {
+                        let _ = kill.send((1008, "client too slow"));
+                    }
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        if self.clients.len() != before {
+            self.update_client_count();
+        }
+    }
+
+    fn close_clients(&mut self, code: u16, reason: &'static str) {
+        for mut c in self.clients.drain(..) {
+            if c.tx.try_send(Outbound::Close(code, reason)).is_err()
+                && let Some(kill) = c.kill.take()
+            {
+                let _ = kill.send((code, reason));
+            }
+        }
+        self.update_client_count();
+    }
+
+    fn update_client_count(&self) {
+        self.handle
+            .clients
+            .store(self.clients.len(), Ordering::Relaxed);
+    }
+
+    // ----- clients -> agent ----------------------------------------------
+
+    async fn on_inbound(&mut self, record: Inbound) {
+        if record.head.kind.as_deref() == Some("extension_ui_response")
+            && let Some(id) = &record.head.id
+        {
+            self.stream.answered(id);
+            self.push_timers.remove(id);
+        }
+        let Some(run) = self.run.as_mut() else { return };
+        if run.through_from_client {
+            self.queue_to_agent(record.line);
+            return;
+        }
+        let Some(translator) = run.translator.as_mut() else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&record.line);
+        match translator.from_client(&text).await {
+            Ok(emits) => self.emit(emits),
+            Err(e) => self.adapter_failed(e).await,
+        }
+    }
+
+    fn queue_to_agent(&mut self, line: Bytes) {
+        self.to_agent.push_back(line);
+        self.flush_to_agent();
+    }
+
+    fn flush_to_agent(&mut self) {
+        let Some(tx) = &self.stdin_tx else {
+            self.to_agent.clear();
+            return;
+        };
+        while let Some(line) = self.to_agent.pop_front() {
+            match tx.try_send(line) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(line)) => {
+                    self.to_agent.push_front(line);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::debug!(session = %self.handle.id, "the agent's stdin is closed; dropping queued records");
+                    self.to_agent.clear();
+                    self.stdin_tx = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    // ----- failures --------------------------------------------------------
+
+    async fn adapter_failed(&mut self, err: CallError) {
+        if !err.is_trap() {
+            tracing::warn!(session = %self.handle.id, error = %err, "the adapter rejected a record; dropped it");
+            return;
+        }
+        tracing::error!(session = %self.handle.id, error = %err, "adapter trapped; ending the session");
+        let Some(run) = self.run.as_ref() else { return };
+        let pgid = run.pgid;
+        let grace = self.rt.config.limits.kill_grace;
+        // The agent's own exit adds no second event: stop listening to it
+        // and terminate it in the background.
+        self.agent_rx = None;
+        signal_group(pgid, libc::SIGTERM);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            signal_group(pgid, libc::SIGKILL);
+        });
+        self.crashed(None, None, Some(err)).await;
+    }
+
+    /// The agent exited by itself, or its adapter trapped: status crashed,
+    /// the crash event once, close 1011, a crash push.
+    async fn crashed(
+        &mut self,
+        code: Option<i32>,
+        signal: Option<String>,
+        trap: Option<CallError>,
+    ) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        if trap.is_none() {
+            if let Some(t) = run.translator.as_mut().filter(|t| t.poisoned().is_none()) {
+                match t.on_exit(code, signal.as_deref()).await {
+                    Ok(emits) => {
+                        // The agent is gone: only records for clients matter.
+                        for e in emits {
+                            if let Emit::ToClient(text) = e {
+                                self.publish(Utf8Bytes::from(text));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %self.handle.id, error = %e, "the adapter failed at agent exit")
+                    }
+                }
+            }
+            signal_group(run.pgid, libc::SIGKILL);
+        }
+        self.agent_rx = None;
+        self.stdin_tx = None;
+        self.to_agent.clear();
+        {
+            let mut state = self.handle.lock();
+            state.status = Status::Crashed;
+            state.pid = None;
+            state.exited = true;
+            state.exit_code = code;
+            state.signal = signal.clone();
+        }
+        let mut event = serde_json::json!({
+            "type": "amarre.session_event",
+            "event": "crashed",
+            "exitCode": code,
+            "signal": signal,
+        });
+        if let Some(err) = &trap {
+            event["reason"] = "adapter_trap".into();
+            event["adapter"] = err.adapter().into();
+            event["detail"] = err.detail().into();
+            tracing::warn!(session = %self.handle.id, adapter = %err.adapter(), "session crashed: adapter trap");
+        } else {
+            tracing::warn!(session = %self.handle.id, exit_code = ?code, signal = ?signal, "session crashed: agent exited");
+        }
+        self.publish(Utf8Bytes::from(event.to_string()));
+        self.close_clients(1011, "agent exited");
+        self.push_timers.clear();
+        self.stream.clear_pending();
+        if let Some(push) = &self.rt.push {
+            push.crashed(
+                &self.handle,
+                code,
+                signal.as_deref(),
+                trap.as_ref().map(|t| t.adapter()),
+            );
+        }
+        remove_files(&run);
+    }
+
+    // ----- push timers -----------------------------------------------------
+
+    fn arm_push(&mut self, head: &Head, record: &Utf8Bytes) {
+        if self.rt.push.is_none() || head.kind.as_deref() != Some("extension_ui_request") {
+            return;
+        }
+        if !expects_answer(head.method.as_deref()) {
+            return;
+        }
+        let Some(id) = head.id.clone() else { return };
+        // Exactly one push per request id.
+        self.push_timers.entry(id).or_insert_with(|| PushTimer {
+            deadline: Instant::now() + self.rt.config.push.grace,
+            method: head.method.clone().unwrap_or_default(),
+            record: record.clone(),
+        });
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .push_timers
+            .iter()
+            .filter(|(_, t)| t.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let grace_ms = self.rt.config.push.grace.as_millis() as u64;
+        for id in due {
+            let Some(timer) = self.push_timers.remove(&id) else {
+                continue;
+            };
+            let last_text = self.handle.last_client_text_ms.load(Ordering::Relaxed);
+            if last_text != 0 && crate::util::now_ms().saturating_sub(last_text) < grace_ms {
+                tracing::debug!(session = %self.handle.id, request = %id, "a client is active; no awaiting-input push");
+                continue;
+            }
+            if let Some(push) = &self.rt.push {
+                push.awaiting_input(&self.handle, &id, &timer.method, timer.record.as_str());
+            }
+        }
+    }
+}
+
+fn remove_files(run: &Run) {
+    if let Some(dir) = &run.files_dir
+        && let Err(e) = std::fs::remove_dir_all(dir)
+    {
+        tracing::debug!(dir = %dir.display(), error = %e, "failed to remove the session directory");
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real daemon on a free loopback port, driven over
+//! real HTTP and WebSockets, with the project's fake agent and real adapter
+//! components. One binary, so wasmtime is linked once.
+
+mod harness;
+mod lifecycle;
+mod rest;
+mod websocket;

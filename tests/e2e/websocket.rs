@@ -1,0 +1,397 @@
+//! The WebSocket data plane, its limits, and browser safety (PROTOCOL.md
+//! sections 3, 4 and 9).
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+
+async fn daemon(extra: &[(&str, &str)]) -> Daemon {
+    let instances = fake_instance(json!({}));
+    let mut env = vec![("AMARRE_INSTANCES_JSON", instances.as_str())];
+    env.extend_from_slice(extra);
+    Daemon::start(&env).await
+}
+
+async fn session(d: &Daemon) -> String {
+    d.create(json!({})).await["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn records_round_trip_and_a_frame_may_carry_several() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_text("{\"n\":1}\n{\"n\":2}\r\n\n{\"n\":3}").await;
+    for n in 1..=3 {
+        assert_eq!(ws.recv_json("echoed record").await, json!({"n": n}));
+    }
+    // Records pass untouched, byte for byte.
+    ws.send_text(r#"{"b":1,  "a":[ 2 ]}"#).await;
+    assert_eq!(
+        ws.recv_text("untouched record").await,
+        r#"{"b":1,  "a":[ 2 ]}"#
+    );
+    assert_eq!(d.get(&format!("/sessions/{id}")).await.1["clients"], 1);
+}
+
+#[tokio::test]
+async fn non_json_records_are_dropped_and_binary_frames_ignored() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_text("not json\n{\"n\":1}").await;
+    ws.ws
+        .send(Message::binary(b"{\"n\":99}".to_vec()))
+        .await
+        .unwrap();
+    ws.send_json(json!({"n": 2})).await;
+    assert_eq!(ws.recv_json("first JSON record").await, json!({"n": 1}));
+    assert_eq!(ws.recv_json("second JSON record").await, json!({"n": 2}));
+    d.wait_log("not JSON").await;
+}
+
+#[tokio::test]
+async fn agent_output_is_split_on_bytes_without_breaking_characters() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    // The second line is cut inside the 4-byte emoji, the first in the
+    // middle of the line; the fake agent writes each chunk separately.
+    let bytes = "{\"a\":1}\n{\"t\":\"héllo 🌍\"}\r\n\n{\"c\":3}\n".as_bytes();
+    let emoji_at = bytes.windows(4).position(|w| w == "🌍".as_bytes()).unwrap();
+    let cuts = [0, 4, emoji_at + 2, bytes.len()];
+    let chunks: Vec<Vec<u8>> = cuts
+        .windows(2)
+        .map(|w| bytes[w[0]..w[1]].to_vec())
+        .collect();
+    ws.send_json(json!({"type": "fake.raw", "bytes": chunks, "delayMs": 30}))
+        .await;
+    assert_eq!(
+        ws.recv_json("line split across writes").await,
+        json!({"a": 1})
+    );
+    assert_eq!(
+        ws.recv_json("line with multi-byte characters").await,
+        json!({"t": "héllo 🌍"})
+    );
+    assert_eq!(
+        ws.recv_json("line after an empty one").await,
+        json!({"c": 3})
+    );
+}
+
+#[tokio::test]
+async fn a_partial_last_line_is_delivered_when_the_agent_exits() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"type": "fake.raw", "chunks": ["{\"last\":true}"], "delayMs": 1}))
+        .await;
+    ws.send_json(json!({"type": "fake.exit", "code": 0})).await;
+    let (closed, texts) = ws.closed("close after exit").await;
+    assert_eq!(closed.code, Some(1011));
+    assert_eq!(
+        texts.first().map(String::as_str),
+        Some("{\"last\":true}"),
+        "{texts:?}"
+    );
+    assert!(texts[1].contains("amarre.session_event"));
+}
+
+#[tokio::test]
+async fn every_client_receives_everything_in_order_and_sessions_are_isolated() {
+    let d = daemon(&[]).await;
+    let a = session(&d).await;
+    let b = session(&d).await;
+    let mut a1 = d.ws(&a, "").await;
+    let mut a2 = d.ws(&a, "").await;
+    let mut b1 = d.ws(&b, "").await;
+    a1.send_json(json!({"type": "fake.flood", "count": 500, "size": 50}))
+        .await;
+    for ws in [&mut a1, &mut a2] {
+        for i in 0..500 {
+            let v = ws.recv_json("flood record").await;
+            assert_eq!(v["i"], i);
+        }
+    }
+    b1.expect_silence(
+        Duration::from_millis(200),
+        "session B must not see session A's records",
+    )
+    .await;
+    assert_eq!(d.get(&format!("/sessions/{a}")).await.1["clients"], 2);
+}
+
+#[tokio::test]
+async fn a_client_leaving_does_not_affect_the_agent() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let ws = d.ws(&id, "").await;
+    drop(ws);
+    d.wait_summary(&id, "no clients", |s| s["clients"] == 0)
+        .await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"n": 1})).await;
+    assert_eq!(ws.recv_json("echo after reconnect").await, json!({"n": 1}));
+    assert_eq!(
+        d.get(&format!("/sessions/{id}")).await.1["status"],
+        "running"
+    );
+}
+
+#[tokio::test]
+async fn upgrades_follow_the_path_and_status_rules() {
+    let d = daemon(&[]).await;
+    assert_eq!(
+        d.ws_refused("/sessions/000000000000", &[]).await,
+        (404, "Session not found".into())
+    );
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"type": "fake.exit", "code": 1})).await;
+    d.wait_summary(&id, "crashed", |s| s["status"] == "crashed")
+        .await;
+    assert_eq!(
+        d.ws_refused(&format!("/sessions/{id}"), &[]).await,
+        (409, "Session crashed; restart it first".into())
+    );
+    let (st, body) = d.ws_refused("/", &[]).await;
+    assert_eq!(
+        (st, body.as_str()),
+        (426, "Use /sessions/<id>; see docs/PROTOCOL.md")
+    );
+    let (st, body) = d.ws_refused("/instances", &[]).await;
+    assert_eq!(st, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"error": "not_found"})
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_the_client_with_1009() {
+    let d = daemon(&[("AMARRE_MAX_FRAME_BYTES", "1024")]).await;
+    let id = session(&d).await;
+    let mut other = d.ws(&id, "").await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_text(&format!("{{\"pad\":\"{}\"}}", "x".repeat(2000)))
+        .await;
+    let (closed, _) = ws.closed("close for a big frame").await;
+    assert_eq!(closed.code, Some(1009));
+    other.send_json(json!({"n": 1})).await;
+    assert_eq!(
+        other.recv_json("the other client is unaffected").await,
+        json!({"n": 1})
+    );
+}
+
+#[tokio::test]
+async fn oversized_lines_are_dropped_in_both_directions() {
+    let d = daemon(&[("AMARRE_MAX_LINE_BYTES", "100")]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    // A client record over the line limit (in a frame under the frame limit).
+    ws.send_text(&format!("{{\"pad\":\"{}\"}}\n{{\"n\":1}}", "x".repeat(200)))
+        .await;
+    assert_eq!(
+        ws.recv_json("the record after the dropped one").await,
+        json!({"n": 1})
+    );
+    // An agent line over the limit.
+    ws.send_json(json!({"type": "fake.flood", "count": 1, "size": 300}))
+        .await;
+    ws.send_json(json!({"n": 2})).await;
+    assert_eq!(
+        ws.recv_json("the line after the dropped one").await,
+        json!({"n": 2})
+    );
+    d.wait_log("dropped an agent line longer than the limit")
+        .await;
+    d.wait_log("dropped a client record longer than the limit")
+        .await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_closed_with_1008_and_never_stalls_the_others() {
+    let d = daemon(&[("AMARRE_CLIENT_QUEUE_BYTES", "1048576")]).await;
+    let id = session(&d).await;
+    // The slow client never reads; its socket buffers fill, then its queue.
+    let slow = d.ws(&id, "").await;
+    let mut fast = d.ws(&id, "").await;
+    // 40 MB, paced so that a reading client keeps up.
+    let count = 100_000;
+    fast.send_json(
+        json!({"type": "fake.flood", "count": count, "size": 400, "burst": 200, "pauseMs": 2}),
+    )
+    .await;
+    for i in 0..count {
+        let v = fast.recv_json("flood record at the fast client").await;
+        assert_eq!(v["i"], i);
+    }
+    d.wait_log("client too slow").await;
+    d.wait_summary(&id, "only the fast client left", |s| s["clients"] == 1)
+        .await;
+    drop(slow);
+}
+
+#[tokio::test]
+async fn a_full_stdin_queue_applies_backpressure_and_loses_nothing() {
+    let d = daemon(&[("AMARRE_STDIN_QUEUE_RECORDS", "4")]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"type": "fake.pause", "ms": 300})).await;
+    let mut frame = String::new();
+    for i in 0..3000 {
+        frame.push_str(&format!("{{\"i\":{i}}}\n"));
+    }
+    ws.send_text(&frame).await;
+    assert_eq!(ws.recv_json("resumed").await["type"], "fake.resumed");
+    for i in 0..3000 {
+        assert_eq!(
+            ws.recv_json("record after the pause").await,
+            json!({"i": i})
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_server_pings_and_drops_a_silent_client() {
+    let d = daemon(&[("AMARRE_WS_PING_MS", "40"), ("AMARRE_WS_IDLE_MS", "300")]).await;
+    let id = session(&d).await;
+    // A client that reads (and so answers pings) stays.
+    let mut live = d.ws(&id, "").await;
+    let got_ping = tokio::time::timeout(STEP, async {
+        loop {
+            match futures_util::StreamExt::next(&mut live.ws).await {
+                Some(Ok(Message::Ping(_))) => return true,
+                Some(Ok(_)) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await
+    .expect("a ping within the step");
+    assert!(got_ping);
+    // A client that never reads never answers: dropped after the idle time.
+    let _silent = d.ws(&id, "").await;
+    d.wait_summary(&id, "two clients", |s| s["clients"] == 2)
+        .await;
+    let pump = async {
+        loop {
+            match futures_util::StreamExt::next(&mut live.ws).await {
+                Some(Ok(_)) => continue,
+                _ => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = pump => panic!("the live client was dropped"),
+        s = d.wait_summary(&id, "the silent client dropped", |s| s["clients"] == 1) => {
+            assert_eq!(s["clients"], 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused_and_good_ones_accepted() {
+    let d = daemon(&[
+        ("AMARRE_ALLOWED_ORIGINS", "https://app.example"),
+        ("AMARRE_ALLOWED_HOSTS", "agents.example"),
+    ])
+    .await;
+    let id = session(&d).await;
+    let path = format!("/sessions/{id}");
+    let (st, body) = d
+        .ws_refused(&path, &[("origin", "https://evil.example")])
+        .await;
+    assert_eq!(st, 403);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"error": "forbidden_origin"})
+    );
+    let (st, body) = d.ws_refused(&path, &[("host", "evil.example")]).await;
+    assert_eq!(st, 403);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"error": "forbidden_host"})
+    );
+    // Accepted: an Origin equal to the Host (the Android app), localhost
+    // origins, a configured origin, tailnet and configured hosts.
+    let host = format!("127.0.0.1:{}", d.port);
+    for headers in [
+        vec![("origin", format!("http://{host}"))],
+        vec![("origin", "http://localhost:5173".to_owned())],
+        vec![("origin", "https://app.example".to_owned())],
+        vec![("host", "box.tail123.ts.net".to_owned())],
+        vec![("host", "100.100.1.2:8341".to_owned())],
+        vec![("host", "agents.example".to_owned())],
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut ws = d.ws_with(&id, "", &h).await;
+        ws.send_json(json!({"ok": true})).await;
+        assert_eq!(
+            ws.recv_json("accepted socket works").await,
+            json!({"ok": true}),
+            "{headers:?}"
+        );
+    }
+    // REST follows the same rules; CORS only for configured origins.
+    let resp = d
+        .http()
+        .get(format!("{}/sessions", d.url))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = d
+        .http()
+        .get(format!("{}/sessions", d.url))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"error": "forbidden_host"})
+    );
+    let resp = d
+        .http()
+        .get(format!("{}/sessions", d.url))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let resp = d
+        .http()
+        .get(format!("{}/sessions", d.url))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    let resp = d
+        .http()
+        .request(reqwest::Method::OPTIONS, format!("{}/sessions", d.url))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
