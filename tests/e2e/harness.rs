@@ -503,3 +503,66 @@ pub async fn eventually(what: &str, pred: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// How long one step with a real agent CLI may take (they start in about a
+/// second, but 2 shared cores under a parallel test run are slow).
+pub const AGENT_STEP: Duration = Duration::from_secs(60);
+
+/// Real-agent tests run one at a time: they are heavy, and the shared
+/// cores must not starve their timeouts.
+pub async fn agent_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// A CLI installed by `scripts/setup-agents` into tests/agents.
+pub fn agent_cli(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("agents/node_modules/.bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup-agents (scripts/test does it) to install the pinned agent CLIs",
+        path.display()
+    );
+    path
+}
+
+impl Ws {
+    /// Receives records until one satisfies `pred`, within `within`;
+    /// returns every record seen, the matching one last.
+    pub async fn recv_until_within(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    let types: Vec<String> =
+                        seen.iter().map(|v: &Value| v["type"].to_string()).collect();
+                    panic!("timed out waiting for {what}; saw types {types:?}")
+                })
+                .unwrap_or_else(|| panic!("socket ended while waiting for {what}"))
+                .unwrap_or_else(|e| panic!("socket error while waiting for {what}: {e}"));
+            let text = match msg {
+                Message::Text(t) => t.to_string(),
+                Message::Close(f) => {
+                    panic!("socket closed ({f:?}) while waiting for {what}; saw {seen:?}")
+                }
+                _ => continue,
+            };
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+            let done = pred(&v);
+            seen.push(v);
+            if done {
+                return seen;
+            }
+        }
+    }
+}

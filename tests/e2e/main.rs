@@ -4,5 +4,6 @@
 
 mod harness;
 mod lifecycle;
+mod pi;
 mod rest;
 mod websocket;

@@ -1,1 +1,4 @@
-//! Helpers shared by the end-to-end tests and their binaries.
+//! Helpers shared by the end-to-end tests and the project's tools: the
+//! fake LLM API that lets the real agent CLIs run offline.
+
+pub mod fake_llm;

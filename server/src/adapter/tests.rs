@@ -213,3 +213,82 @@ async fn garbage_bytes_are_refused_with_the_file_name() {
     assert!(missing.0.contains("missing.wasm"), "{missing}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn adapters_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../adapters-wasm")
+}
+
+/// Every adapter folder with `transcripts/` passes them through the host.
+#[tokio::test]
+async fn every_adapter_passes_its_golden_transcripts() {
+    let host = host();
+    let mut ran = 0;
+    for entry in std::fs::read_dir(adapters_root()).unwrap().flatten() {
+        let dir = entry.path().join("transcripts");
+        if !dir.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let adapter = host
+            .load_file(&fixture(&name))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let reports = transcript::run_dir(&adapter, &dir).await.unwrap();
+        for r in &reports {
+            assert!(r.passed(), "{name}:\n{r}");
+            ran += 1;
+        }
+    }
+    assert!(ran >= 2, "expected transcripts to run, ran {ran}");
+}
+
+#[tokio::test]
+async fn a_transcript_reports_every_difference_with_its_line() {
+    let host = host();
+    let stdio = host.load_builtin("stdio").await.unwrap();
+    let text = r#"{"spawn": {"command": "cat"}}
+{"expect_spawn": {"command": "dog", "passthroughFromAgent": true}}
+{"client": {"a": 1}}
+{"to_agent": {"a": 2}}
+{"agent": {"b": 1}}
+{"to_agent": {"b": 1}}
+{"agent": {"c": 1}}
+{"client": {"d": 1}}
+{"to_agent": {"d": 1}}
+{"to_client": {"e": 1}}
+{"client": {"id": "x1"}}
+{"to_agent": {"id": "$first"}}
+{"client": {"id": "x2"}}
+{"to_agent": {"id": "$first"}}
+not json
+{"bogus": 1}
+"#;
+    let report = transcript::run(&stdio, "bad.jsonl", text).await;
+    let lines: Vec<usize> = report.differences.iter().map(|d| d.line).collect();
+    assert_eq!(lines, vec![2, 4, 6, 7, 10, 14, 15, 16], "{report}");
+    let all = report.to_string();
+    assert!(all.contains("$.command: expected \"dog\""), "{all}");
+    assert!(all.contains("$.a: expected 2, got 1"), "{all}");
+    assert!(
+        all.contains("unexpected output: to_client {\"c\":1}"),
+        "{all}"
+    );
+    assert!(
+        all.contains("expected $first = \"x1\", got \"x2\""),
+        "{all}"
+    );
+    assert!(all.contains("unknown step `bogus`"), "{all}");
+}
+
+#[tokio::test]
+async fn a_transcript_checks_adapter_errors() {
+    let host = host();
+    let stdio = host.load_builtin("stdio").await.unwrap();
+    // stdio with no command: spawn fails, reported at the spawn line.
+    let report = transcript::run(&stdio, "x", "{\"spawn\": {}}\n").await;
+    assert_eq!(report.differences.len(), 1, "{report}");
+    assert!(
+        report.differences[0].message.contains("spawn failed"),
+        "{report}"
+    );
+}

@@ -13,9 +13,7 @@ use serde::Deserialize;
 /// The default port of the original and of this implementation.
 pub const DEFAULT_PORT: u16 = 8341;
 /// The default agent of instance `default`.
-pub const DEFAULT_AGENT: &str = "stdio";
-/// The program the default `stdio` instance runs.
-pub const DEFAULT_COMMAND: &str = "cat";
+pub const DEFAULT_AGENT: &str = "pi";
 
 /// One configured instance: which adapter serves it and the operator's
 /// overrides for it.
@@ -136,7 +134,6 @@ fn default_instance() -> InstanceConfig {
     InstanceConfig {
         id: "default".into(),
         agent: Some(DEFAULT_AGENT.into()),
-        command: (DEFAULT_AGENT == "stdio").then(|| DEFAULT_COMMAND.into()),
         ..Default::default()
     }
 }
@@ -379,11 +376,6 @@ fn instances(
         })?,
         _ => Vec::new(),
     };
-    let nothing_chosen =
-        flags.agent.is_none() && get("AMARRE_AGENT").is_none() && inst.agent_path.is_none();
-    if nothing_chosen && inst.command.is_none() && DEFAULT_AGENT == "stdio" {
-        inst.command = Some(DEFAULT_COMMAND.into());
-    }
     Ok(vec![inst])
 }
 
@@ -502,6 +494,8 @@ mod tests {
         assert_eq!(cfg.max_sessions, 8);
         assert_eq!(cfg.instances.len(), 1);
         assert_eq!(cfg.instances[0].id, "default");
+        assert_eq!(cfg.instances[0].agent.as_deref(), Some("pi"));
+        assert_eq!(cfg.instances[0].command, None);
         assert_eq!(cfg.limits, Limits::default());
     }
 
