@@ -5,5 +5,6 @@
 mod harness;
 mod lifecycle;
 mod pi;
+mod reconnect;
 mod rest;
 mod websocket;

@@ -114,7 +114,6 @@ impl Stream {
     pub fn catchup(&mut self, since: Option<u64>, now: Instant) -> Catchup {
         self.pending.retain(|p| p.deadline.is_none_or(|d| d > now));
         let mut out = Catchup::default();
-        let mut replayed_from = u64::MAX;
         if let Some(since) = since {
             let oldest = self
                 .buffer
@@ -124,21 +123,17 @@ impl Stream {
             if since + 1 < oldest && since < self.last_seq {
                 out.gap = Some((since + 1, oldest - 1));
             }
-            out.replay = self
-                .buffer
-                .iter()
-                .filter(|(s, _)| *s > since)
-                .cloned()
-                .collect();
-            replayed_from = since + 1;
+            // The buffer is ordered by sequence number: skip to the seam.
+            let start = self.buffer.partition_point(|(s, _)| *s <= since);
+            out.replay = self.buffer.range(start..).cloned().collect();
         }
+        // The replay is one contiguous range, so a question was replayed
+        // exactly when its number falls in it.
+        let first_replayed = out.replay.first().map(|(s, _)| *s);
         out.pending = self
             .pending
             .iter()
-            .filter(|p| {
-                p.seq
-                    .is_none_or(|s| s < replayed_from || !out.replay.iter().any(|(r, _)| *r == s))
-            })
+            .filter(|p| !matches!((p.seq, first_replayed), (Some(s), Some(f)) if s >= f))
             .cloned()
             .collect();
         out

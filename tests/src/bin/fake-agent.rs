@@ -10,8 +10,8 @@
 //!   chunk as is (no newline added), flushing and pausing D ms between them;
 //!   `"bytes":[[b,...],...]` instead of `chunks` writes raw bytes (to cut
 //!   inside a multi-byte character).
-//! - `{"type":"fake.ask","id":ID,"method":M,"title":T}`: print an
-//!   `extension_ui_request`.
+//! - `{"type":"fake.ask","id":ID,"method":M,"title":T,"timeout":MS?}`:
+//!   print an `extension_ui_request`.
 //! - `{"type":"fake.stderr","text":T}`: write T to stderr.
 //! - `{"type":"fake.spawn_child"}`: start `sleep 600` in its process group
 //!   and print `{"type":"fake.child","pid":P}`.
@@ -104,17 +104,17 @@ fn main() {
                 }
             }
             "fake.ask" => {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "type": "extension_ui_request",
-                        "id": v["id"],
-                        "method": v["method"].as_str().unwrap_or("confirm"),
-                        "title": v["title"].as_str().unwrap_or("Run bash?"),
-                        "message": "{\"command\":\"ls\"}",
-                    })
-                );
+                let mut ask = json!({
+                    "type": "extension_ui_request",
+                    "id": v["id"],
+                    "method": v["method"].as_str().unwrap_or("confirm"),
+                    "title": v["title"].as_str().unwrap_or("Run bash?"),
+                    "message": "{\"command\":\"ls\"}",
+                });
+                if let Some(t) = v.get("timeout") {
+                    ask["timeout"] = t.clone();
+                }
+                let _ = writeln!(out, "{ask}");
             }
             "fake.stderr" => {
                 eprintln!("{}", v["text"].as_str().unwrap_or(""));
