@@ -5,6 +5,7 @@
 mod harness;
 mod lifecycle;
 mod pi;
+mod push;
 mod reconnect;
 mod rest;
 mod websocket;

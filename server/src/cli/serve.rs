@@ -18,6 +18,7 @@ use crate::adapter::{AdapterHost, AdapterLimits};
 use crate::config::{Config, LogFormat};
 use crate::http::{self, App, guard::Guard};
 use crate::process::Spawner;
+use crate::push::PushService;
 use crate::session::instances::Instances;
 use crate::session::{Runtime, Sessions};
 
@@ -139,6 +140,22 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         config.host,
     ));
     let config = Arc::new(config);
+    let push = match &config.push.tokens_path {
+        None => {
+            tracing::info!("push notifications disabled (AMARRE_PUSH_TOKENS_PATH is not set)");
+            None
+        }
+        Some(_) => match PushService::open(&config.push) {
+            Ok(p) => {
+                tracing::info!(tokens = p.store().tokens().len(), url = %config.push.expo_url, "push notifications enabled");
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!("push notifications disabled: {e}");
+                None
+            }
+        },
+    };
     let runtime = Arc::new(Runtime {
         config: config.clone(),
         host,
@@ -146,7 +163,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         spawner,
         daemon_env,
         files_root: files_root.clone(),
-        push: None,
+        push,
     });
     let app = Arc::new(App {
         sessions: Sessions::new(runtime),

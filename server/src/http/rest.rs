@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{App, error_json, is_upgrade};
+use crate::push::store::valid_token;
 use crate::session::{CreateError, CreateRequest, RestartError, SpawnFailure};
 
 fn body_object(body: &[u8]) -> serde_json::Map<String, Value> {
@@ -125,14 +126,58 @@ pub async fn restart_session(State(app): State<Arc<App>>, Path(id): Path<String>
     }
 }
 
-pub async fn push_list(State(_app): State<Arc<App>>) -> Response {
+fn push_disabled() -> Response {
     error_json(StatusCode::SERVICE_UNAVAILABLE, "push_disabled")
 }
 
-pub async fn push_register(State(_app): State<Arc<App>>, _body: Bytes) -> Response {
-    error_json(StatusCode::SERVICE_UNAVAILABLE, "push_disabled")
+pub async fn push_list(State(app): State<Arc<App>>) -> Response {
+    match &app.sessions.runtime().push {
+        Some(push) => Json(push.store().tokens()).into_response(),
+        None => push_disabled(),
+    }
 }
 
-pub async fn push_unregister(State(_app): State<Arc<App>>, Path(_token): Path<String>) -> Response {
-    error_json(StatusCode::SERVICE_UNAVAILABLE, "push_disabled")
+pub async fn push_register(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let Some(push) = &app.sessions.runtime().push else {
+        return push_disabled();
+    };
+    let body = body_object(&body);
+    let Some(token) = body
+        .get("token")
+        .and_then(Value::as_str)
+        .filter(|t| valid_token(t))
+    else {
+        return error_json(StatusCode::BAD_REQUEST, "invalid_token");
+    };
+    let device = body.get("deviceName").and_then(Value::as_str);
+    let platform = body.get("platform").and_then(Value::as_str);
+    match push.store().register(token, device, platform) {
+        Ok((stored, true)) => (StatusCode::CREATED, Json(stored)).into_response(),
+        Ok((stored, false)) => Json(stored).into_response(),
+        Err(e) => {
+            tracing::error!("{e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "push_store_failed", "detail": e})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn push_unregister(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+    let Some(push) = &app.sessions.runtime().push else {
+        return push_disabled();
+    };
+    match push.store().remove_all(&[token]) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::error!("{e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "push_store_failed", "detail": e})),
+            )
+                .into_response()
+        }
+    }
 }

@@ -1,32 +1,230 @@
-//! Push notifications (PROTOCOL.md section 8). Not configured in this
-//! build yet: the runtime holds no `PushService` and every `/push` route
-//! answers 503 `push_disabled`.
+//! Push notifications (PROTOCOL.md section 8): the token store and the Expo
+//! dispatcher. The daemon is the sender; the mobile client registers its
+//! Expo push token over REST.
+//!
+//! Sessions call [`PushService::awaiting_input`] and [`PushService::crashed`]
+//! from their task; both return at once and send from a task of their own,
+//! so a slow or dead provider never touches a session's data path.
+
+pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use serde_json::{Value, json};
+
+use crate::config::PushConfig;
 use crate::session::SessionHandle;
+pub use store::{PushToken, TokenStore};
+
+/// Expo accepts at most this many messages per request.
+const MAX_MESSAGES_PER_REQUEST: usize = 100;
+/// The longest notification body.
+const MAX_BODY_CHARS: usize = 100;
+/// How long one request to the provider may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends Expo pushes when a session waits for its user or crashes.
-pub struct PushService {}
+pub struct PushService {
+    store: TokenStore,
+    http: reqwest::Client,
+    url: String,
+}
 
 impl PushService {
-    /// An `extension_ui_request` went unanswered for the grace period.
-    pub fn awaiting_input(
-        &self,
-        _session: &Arc<SessionHandle>,
-        _request_id: &str,
-        _method: &str,
-        _record: &str,
-    ) {
+    /// Opens the token store. `Err` (with a line for the log) disables push.
+    pub fn open(config: &PushConfig) -> Result<Arc<PushService>, String> {
+        let Some(path) = &config.tokens_path else {
+            return Err("AMARRE_PUSH_TOKENS_PATH is not set".into());
+        };
+        let store = TokenStore::open(path)?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("amarre/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot create the push HTTP client: {e}"))?;
+        Ok(Arc::new(PushService {
+            store,
+            http,
+            url: config.expo_url.clone(),
+        }))
     }
 
-    /// A session crashed.
-    pub fn crashed(
-        &self,
-        _session: &Arc<SessionHandle>,
-        _code: Option<i32>,
-        _signal: Option<&str>,
-        _adapter: Option<&str>,
+    /// The token store (for the REST routes).
+    pub fn store(&self) -> &TokenStore {
+        &self.store
+    }
+
+    /// A question that expects an answer went unanswered for the grace
+    /// period and nobody is at the session.
+    pub fn awaiting_input(
+        self: &Arc<Self>,
+        session: &Arc<SessionHandle>,
+        request_id: &str,
+        method: &str,
+        record: &str,
     ) {
+        let title = serde_json::from_str::<Value>(record)
+            .ok()
+            .and_then(|v| v["title"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let body = awaiting_body(method, &title);
+        let data = json!({
+            "amarre": "1",
+            "trigger": "awaiting_input",
+            "sessionId": session.id,
+            "sessionName": session.name,
+            "requestId": request_id,
+            "method": method,
+        });
+        let this = self.clone();
+        let session = session.clone();
+        let request_id = request_id.to_owned();
+        tokio::spawn(async move {
+            let ok = this.send("amarre · awaiting input", &body, data).await;
+            tracing::info!(session = %session.id, request = %request_id, tokens = ok, "awaiting-input push sent");
+            if ok > 0 {
+                session.push_sent(request_id, ok);
+            }
+        });
+    }
+
+    /// A session crashed (sent whatever the clients are doing).
+    pub fn crashed(
+        self: &Arc<Self>,
+        session: &Arc<SessionHandle>,
+        code: Option<i32>,
+        signal: Option<&str>,
+        adapter: Option<&str>,
+    ) {
+        let who = session.name.clone().unwrap_or_else(|| session.id.clone());
+        let how = match (adapter, code, signal) {
+            (Some(a), _, _) => format!("its adapter {a} failed"),
+            (None, Some(c), _) => format!("exited with code {c}"),
+            (None, None, Some(s)) => format!("was killed by {s}"),
+            (None, None, None) => "exited".to_owned(),
+        };
+        let body = cut(&format!("Session {who} {how}"), MAX_BODY_CHARS);
+        let data = json!({
+            "amarre": "1",
+            "trigger": "crashed",
+            "sessionId": session.id,
+            "sessionName": session.name,
+        });
+        let this = self.clone();
+        let id = session.id.clone();
+        tokio::spawn(async move {
+            let ok = this.send("amarre · session crashed", &body, data).await;
+            tracing::info!(session = %id, tokens = ok, "crash push sent");
+        });
+    }
+
+    /// Sends one message to every token; returns the number of ok tickets.
+    /// DeviceNotRegistered tokens are removed; nothing else is.
+    async fn send(&self, title: &str, body: &str, data: Value) -> usize {
+        let tokens = self.store.tokens();
+        let mut ok = 0;
+        for chunk in tokens.chunks(MAX_MESSAGES_PER_REQUEST) {
+            let messages: Vec<Value> = chunk
+                .iter()
+                .map(|t| json!({"to": t.token, "title": title, "body": body, "sound": "default", "data": data}))
+                .collect();
+            ok += self.post(chunk, &messages).await;
+        }
+        ok
+    }
+
+    async fn post(&self, chunk: &[PushToken], messages: &[Value]) -> usize {
+        let resp = match self.http.post(&self.url).json(messages).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "push provider unreachable; nothing sent");
+                return 0;
+            }
+        };
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            tracing::warn!(url = %self.url, status = status.as_u16(), "push provider refused the request; tokens kept");
+            return 0;
+        }
+        let tickets = match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(o)) => match o.get("data") {
+                Some(Value::Array(t)) => t.clone(),
+                _ => {
+                    tracing::warn!(url = %self.url, "malformed push provider answer (no data array); tokens kept");
+                    return 0;
+                }
+            },
+            _ => {
+                tracing::warn!(url = %self.url, "malformed push provider answer (not JSON); tokens kept");
+                return 0;
+            }
+        };
+        let mut ok = 0;
+        let mut gone = Vec::new();
+        for (token, ticket) in chunk.iter().zip(&tickets) {
+            if ticket["status"] == "ok" {
+                ok += 1;
+                continue;
+            }
+            let error = ticket["details"]["error"].as_str().unwrap_or("unknown");
+            if error == "DeviceNotRegistered" {
+                gone.push(token.token.clone());
+            } else {
+                tracing::warn!(error, message = %ticket["message"], "push ticket error; token kept");
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                count = gone.len(),
+                "removing push tokens of unregistered devices"
+            );
+            if let Err(e) = self.store.remove_all(&gone) {
+                tracing::error!(error = %e, "failed to save the push token store");
+            }
+        }
+        ok
+    }
+}
+
+/// `<method>: <title>` without path-like words, at most 100 characters.
+pub fn awaiting_body(method: &str, title: &str) -> String {
+    let clean: Vec<&str> = title
+        .split_whitespace()
+        .filter(|w| !(w.contains('/') || w.contains('\\') || w.starts_with('~')))
+        .collect();
+    let text = if clean.is_empty() {
+        method.to_owned()
+    } else {
+        format!("{method}: {}", clean.join(" "))
+    };
+    cut(&text, MAX_BODY_CHARS)
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_names_the_method_and_title_without_paths() {
+        assert_eq!(awaiting_body("confirm", "Run bash?"), "confirm: Run bash?");
+        assert_eq!(
+            awaiting_body("confirm", "Edit /home/me/secret.txt and ~/x now"),
+            "confirm: Edit and now"
+        );
+        assert_eq!(awaiting_body("select", ""), "select");
+        let long = awaiting_body("input", &"word ".repeat(50));
+        assert_eq!(long.chars().count(), 100);
+        assert!(long.ends_with('…'));
     }
 }

@@ -6,7 +6,7 @@
 //! (adapter from-client) -> stdin writer -> agent; agent -> stdout reader ->
 //! here -> (adapter from-agent) -> each client's bounded queue -> its writer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +28,8 @@ use super::{
 use crate::adapter::{Adapter, AdapterInstance, CallError, Emit};
 use crate::process::signal_group;
 
+/// How many request ids are remembered to send one push per id.
+const MAX_REMEMBERED_PUSH_IDS: usize = 1024;
 /// How long to wait for an agent to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(2);
 
@@ -70,6 +72,9 @@ pub(super) struct SessionTask {
     clients: Vec<Client>,
     stream: Stream,
     push_timers: BTreeMap<String, PushTimer>,
+    /// Request ids that already had a push timer (bounded, oldest dropped).
+    push_armed: HashSet<String>,
+    push_armed_order: VecDeque<String>,
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
@@ -124,6 +129,8 @@ impl SessionTask {
             to_agent: VecDeque::new(),
             clients: Vec::new(),
             push_timers: BTreeMap::new(),
+            push_armed: HashSet::new(),
+            push_armed_order: VecDeque::new(),
         };
         task.install(started);
         tokio::spawn(task.main());
@@ -654,7 +661,17 @@ impl SessionTask {
             return;
         }
         let Some(id) = head.id.clone() else { return };
-        // Exactly one push per request id.
+        // Exactly one push per request id, even if an agent repeats one.
+        if self.push_armed.contains(&id) {
+            return;
+        }
+        if self.push_armed.len() >= MAX_REMEMBERED_PUSH_IDS
+            && let Some(old) = self.push_armed_order.pop_front()
+        {
+            self.push_armed.remove(&old);
+        }
+        self.push_armed.insert(id.clone());
+        self.push_armed_order.push_back(id.clone());
         self.push_timers.entry(id).or_insert_with(|| PushTimer {
             deadline: Instant::now() + self.rt.config.push.grace,
             method: head.method.clone().unwrap_or_default(),

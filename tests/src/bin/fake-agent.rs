@@ -10,8 +10,8 @@
 //!   chunk as is (no newline added), flushing and pausing D ms between them;
 //!   `"bytes":[[b,...],...]` instead of `chunks` writes raw bytes (to cut
 //!   inside a multi-byte character).
-//! - `{"type":"fake.ask","id":ID,"method":M,"title":T,"timeout":MS?}`:
-//!   print an `extension_ui_request`.
+//! - `{"type":"fake.ask","id":ID,"method":M,"title":T,"timeout":MS?,"delayMs":D?}`:
+//!   print an `extension_ui_request` (after D ms).
 //! - `{"type":"fake.stderr","text":T}`: write T to stderr.
 //! - `{"type":"fake.spawn_child"}`: start `sleep 600` in its process group
 //!   and print `{"type":"fake.child","pid":P}`.
@@ -113,6 +113,9 @@ fn main() {
                 });
                 if let Some(t) = v.get("timeout") {
                     ask["timeout"] = t.clone();
+                }
+                if let Some(ms) = v["delayMs"].as_u64() {
+                    std::thread::sleep(Duration::from_millis(ms));
                 }
                 let _ = writeln!(out, "{ask}");
             }
