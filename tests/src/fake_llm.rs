@@ -13,7 +13,8 @@
 //! - user text containing `THINK`: a thinking block before the text;
 //! - anything else: `You said: <text>`.
 //!
-//! The server runs on the test's runtime and stops with it.
+//! `GET /requests` lists the recorded requests (for debugging). The server
+//! runs on the test's runtime and stops with it.
 
 use std::sync::{Arc, Mutex};
 
@@ -50,6 +51,7 @@ impl FakeLlm {
                 "/v1/messages/count_tokens",
                 post(|| async { axum::Json(json!({"input_tokens": 10})) }),
             )
+            .route("/requests", get(recorded))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(requests.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -100,6 +102,7 @@ fn text_of(content: &Value) -> String {
             .iter()
             .filter(|b| b["type"] == "text")
             .filter_map(|b| b["text"].as_str())
+            .filter(|t| !t.trim_start().starts_with("<system-reminder>"))
             .collect::<Vec<_>>()
             .join("\n"),
         _ => String::new(),
@@ -114,7 +117,13 @@ fn after_marker<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
 
 fn decide(body: &Value) -> Reply {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let last = messages.last().cloned().unwrap_or(Value::Null);
+    // Claude Code may append a `system`-role message after the user's.
+    let last = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .cloned()
+        .unwrap_or(Value::Null);
     let content = &last["content"];
     // A tool result counts only when no user text follows it.
     if let Value::Array(blocks) = content
@@ -183,6 +192,10 @@ fn pieces(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let n = chars.len().div_ceil(3).max(1);
     chars.chunks(n).map(|c| c.iter().collect()).collect()
+}
+
+async fn recorded(State(requests): State<Arc<Mutex<Vec<Value>>>>) -> axum::Json<Vec<Value>> {
+    axum::Json(requests.lock().unwrap().clone())
 }
 
 async fn messages(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> Response {

@@ -22,7 +22,13 @@ pub struct HostState {
     pub limits: StoreLimits,
     /// `name@version` (or the file name before the info is known), for logs.
     pub label: Arc<str>,
+    /// Golden transcripts run with a fixed clock and counted ids, so that
+    /// their expected output is deterministic (docs/transcripts.md).
+    pub deterministic: Option<u64>,
 }
+
+/// The time `now-ms` returns in transcript runs.
+pub const TRANSCRIPT_NOW_MS: u64 = 1_700_000_000_000;
 
 impl HostState {
     /// A store state with no files, no environment, no network, no
@@ -47,6 +53,7 @@ impl HostState {
             table: ResourceTable::new(),
             limits,
             label,
+            deterministic: None,
         }
     }
 }
@@ -81,10 +88,19 @@ impl self::amarre::adapter::host::Host for HostState {
     }
 
     fn now_ms(&mut self) -> u64 {
-        crate::util::now_ms()
+        match self.deterministic {
+            Some(_) => TRANSCRIPT_NOW_MS,
+            None => crate::util::now_ms(),
+        }
     }
 
     fn new_id(&mut self) -> String {
-        uuid::Uuid::new_v4().to_string()
+        match self.deterministic.as_mut() {
+            Some(n) => {
+                *n += 1;
+                format!("00000000-0000-4000-8000-{:012}", *n)
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        }
     }
 }

@@ -372,6 +372,12 @@ impl AdapterInstance {
         self.store.data().label.to_string()
     }
 
+    /// Switches the host's clock and ids to transcript mode (fixed time,
+    /// counted ids).
+    pub(crate) fn make_deterministic(&mut self) {
+        self.store.data_mut().deterministic = Some(0);
+    }
+
     /// Whether an earlier call trapped.
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()

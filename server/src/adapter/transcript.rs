@@ -264,6 +264,7 @@ impl Runner<'_> {
             Ok(i) => i,
             Err(e) => return self.diff(line, format!("instantiate failed: {e}")),
         };
+        inst.make_deterministic();
         match inst.spawn(&request).await {
             Ok(spec) => self.spec = Some(spec),
             Err(e) => return self.diff(line, format!("spawn failed: {e}")),
@@ -517,4 +518,106 @@ fn describe(e: &Emit) -> String {
         Emit::ToAgent(t) => format!("to_agent {t}"),
         Emit::ToClient(t) => format!("to_client {t}"),
     }
+}
+
+/// Runs the input steps of a transcript and returns it with the adapter's
+/// actual output written after each input (expectation steps of the input
+/// are dropped). For authoring: review the result, replace volatile values
+/// (timestamps, fresh ids) with `"$any"` or `"$name"`, then commit it.
+pub async fn record(adapter: &Adapter, text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut instance: Option<AdapterInstance> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let step: Map<String, Value> = match serde_json::from_str(trimmed) {
+            Ok(Value::Object(m)) if m.len() == 1 => m,
+            _ => return Err(format!("line {}: not a transcript step", i + 1)),
+        };
+        let Some((key, value)) = step.into_iter().next() else {
+            continue;
+        };
+        let produced = match key.as_str() {
+            "comment" | "expect_spawn" => {
+                out.push_str(trimmed);
+                out.push('\n');
+                continue;
+            }
+            "to_agent" | "to_client" | "to_agent_raw" | "to_client_raw" | "error" | "save" => {
+                continue;
+            }
+            "spawn" => {
+                out.push_str(trimmed);
+                out.push('\n');
+                let mut runner = Runner {
+                    adapter,
+                    instance: None,
+                    vars: HashMap::new(),
+                    report: Report::default(),
+                    pending: None,
+                    spec: None,
+                };
+                runner.spawn(i + 1, value).await;
+                if let Some(d) = runner.report.differences.first() {
+                    return Err(format!("line {}: {}", i + 1, d.message));
+                }
+                instance = runner.instance;
+                continue;
+            }
+            "client" | "client_raw" | "agent" | "agent_raw" | "exit" => {
+                out.push_str(trimmed);
+                out.push('\n');
+                if instance.is_none() {
+                    return Err(format!("line {}: a spawn step must come first", i + 1));
+                }
+                let Some(inst) = instance.as_mut() else {
+                    continue;
+                };
+                let text = match (key.ends_with("_raw"), &value) {
+                    (true, Value::String(s)) => s.clone(),
+                    _ => value.to_string(),
+                };
+                match key.as_str() {
+                    "exit" => {
+                        let code = value.get("code").and_then(Value::as_i64).map(|c| c as i32);
+                        let signal = value.get("signal").and_then(Value::as_str);
+                        inst.on_exit(code, signal).await
+                    }
+                    k if k.starts_with("client") => inst.from_client(&text).await,
+                    _ => inst.from_agent(&text).await,
+                }
+            }
+            other => return Err(format!("line {}: unknown step `{other}`", i + 1)),
+        };
+        match produced {
+            Ok(emits) => {
+                for e in emits {
+                    let (key, text) = match e {
+                        Emit::ToAgent(t) => ("to_agent", t),
+                        Emit::ToClient(t) => ("to_client", t),
+                    };
+                    let step = match serde_json::from_str::<Value>(&text) {
+                        Ok(v) => serde_json::json!({ key: v }),
+                        Err(_) => serde_json::json!({ format!("{key}_raw"): text }),
+                    };
+                    out.push_str(&step.to_string());
+                    out.push('\n');
+                }
+            }
+            Err(CallError::Adapter { error, .. }) => {
+                let kind = match error {
+                    AdapterError::InvalidFrame(_) => "invalid-frame",
+                    AdapterError::Unsupported(_) => "unsupported",
+                    AdapterError::IncompatibleState(_) => "incompatible-state",
+                    AdapterError::Internal(_) => "internal",
+                };
+                out.push_str(&serde_json::json!({"error": kind}).to_string());
+                out.push('\n');
+            }
+            Err(trap) => return Err(format!("line {}: the adapter trapped: {trap}", i + 1)),
+        }
+    }
+    Ok(out)
 }
