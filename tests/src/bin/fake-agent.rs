@@ -19,6 +19,10 @@
 //! - `{"type":"fake.pause","ms":N}`: stop reading stdin for N ms, then
 //!   print `{"type":"fake.resumed"}`.
 //!
+//! - a Claude Code `user` line whose text is `STREAM N`: print a Claude
+//!   stream-json turn with N text deltas `d<k> ` (for the claude-code
+//!   adapter in benchmarks), then its `result`.
+//!
 //! Env: `FAKE_IGNORE_TERM=1` ignores SIGTERM; `FAKE_HELLO=text` prints a
 //! line at start; `FAKE_EXIT_ON_EOF=0` keeps running after stdin closes.
 
@@ -127,6 +131,17 @@ fn main() {
                 let pid = child.map(|c| c.id()).unwrap_or(0);
                 let _ = writeln!(out, "{}", json!({"type": "fake.child", "pid": pid}));
             }
+            "user"
+                if v["message"]["content"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("STREAM ")) =>
+            {
+                let n: u64 = v["message"]["content"].as_str().unwrap_or("")[7..]
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                claude_stream(&mut out, n);
+            }
             "fake.pause" => {
                 std::thread::sleep(Duration::from_millis(v["ms"].as_u64().unwrap_or(100)));
                 let _ = writeln!(out, "{}", json!({"type": "fake.resumed"}));
@@ -149,4 +164,50 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+}
+
+/// One Claude Code turn streaming `n` text deltas (stream-json lines).
+fn claude_stream(out: &mut impl Write, n: u64) {
+    let _ = writeln!(
+        out,
+        "{}",
+        json!({"type": "system", "subtype": "init", "session_id": "bench", "model": "fake", "permissionMode": "default"})
+    );
+    let event = |e: Value| json!({"type": "stream_event", "event": e, "session_id": "bench", "parent_tool_use_id": null});
+    let _ = writeln!(
+        out,
+        "{}",
+        event(
+            json!({"type": "message_start", "message": {"id": "msg_bench", "model": "fake", "role": "assistant", "content": []}})
+        )
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        event(
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        )
+    );
+    for k in 0..n {
+        let delta = event(
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!("d{k} ")}}),
+        );
+        let _ = writeln!(out, "{delta}");
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        event(json!({"type": "content_block_stop", "index": 0}))
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        event(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}))
+    );
+    let _ = writeln!(out, "{}", event(json!({"type": "message_stop"})));
+    let _ = writeln!(
+        out,
+        "{}",
+        json!({"type": "result", "subtype": "success", "is_error": false, "result": "", "session_id": "bench"})
+    );
 }

@@ -1,0 +1,503 @@
+//! `amarre-bench`: measures the relay and the adapters (docs/PERFORMANCE.md).
+//!
+//! - `all`: starts the daemon itself and runs everything below, R times.
+//! - `relay --url URL [--instance ID] [--pid PID]`: the relay loops against
+//!   any server speaking the amarre protocol whose instance echoes lines.
+//! - `baseline`: the same loops straight over a `cat` child's pipes.
+//! - `translate`: per-record adapter cost through the real host.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use amarre_e2e::bench::{self, Target, daemon, percentile, sorted, spread, translate};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+#[command(
+    name = "amarre-bench",
+    about = "Measure the amarre relay and its adapters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    /// Repetitions of every measurement (figures are median (min-max)).
+    #[arg(long, default_value_t = 5, global = true)]
+    runs: usize,
+    /// Record size in bytes.
+    #[arg(long, default_value_t = 200, global = true)]
+    size: usize,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the daemon and measure everything.
+    All {
+        /// The daemon binary (default: `amarre` next to this program).
+        #[arg(long)]
+        daemon: Option<PathBuf>,
+    },
+    /// Relay loops against a running server.
+    Relay {
+        #[arg(long, default_value = "http://127.0.0.1:8341")]
+        url: String,
+        /// An instance whose agent echoes lines (default: the server's default).
+        #[arg(long)]
+        instance: Option<String>,
+        /// The server's pid, to report its memory.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// The loops over a `cat` child's pipes.
+    Baseline,
+    /// Translator cost per record through the host.
+    Translate,
+}
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+struct Sizes {
+    latency: u64,
+    throughput: u64,
+    window: u64,
+    fanout: u64,
+    clients: usize,
+    sessions: usize,
+    per_session: u64,
+    spawns: usize,
+}
+
+const SIZES: Sizes = Sizes {
+    latency: 2000,
+    throughput: 100_000,
+    window: 256,
+    fanout: 20_000,
+    clients: 10,
+    sessions: 8,
+    per_session: 20_000,
+    spawns: 20,
+};
+
+#[derive(Default)]
+struct Relay {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    p999: Vec<f64>,
+    rps: Vec<f64>,
+    mbps: Vec<f64>,
+    fan_rps: Vec<f64>,
+    sess_rps: Vec<f64>,
+    spawn_p50: Vec<f64>,
+    spawn_p99: Vec<f64>,
+}
+
+async fn relay_runs(target: &Target, runs: usize, size: usize) -> Result<Relay, String> {
+    let mut r = Relay::default();
+    for _ in 0..runs {
+        let lat = sorted(bench::latency(target, SIZES.latency, size).await?);
+        r.p50.push(percentile(&lat, 50.0));
+        r.p99.push(percentile(&lat, 99.0));
+        r.p999.push(percentile(&lat, 99.9));
+        let flow = bench::throughput(target, SIZES.throughput, size, SIZES.window).await?;
+        r.rps.push(flow.rps());
+        r.mbps.push(flow.mbps());
+        let fan = bench::fanout(target, SIZES.fanout, size, SIZES.window, SIZES.clients).await?;
+        r.fan_rps.push(fan.rps());
+        let sess = bench::sessions(
+            target,
+            SIZES.sessions,
+            SIZES.per_session,
+            size,
+            SIZES.window,
+        )
+        .await?;
+        r.sess_rps.push(sess.rps());
+        let sp = sorted(bench::spawn(target, SIZES.spawns).await?);
+        r.spawn_p50.push(percentile(&sp, 50.0) / 1000.0);
+        r.spawn_p99.push(percentile(&sp, 99.0) / 1000.0);
+    }
+    Ok(r)
+}
+
+struct Base {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    p999: Vec<f64>,
+    rps: Vec<f64>,
+    mbps: Vec<f64>,
+}
+
+async fn baseline_runs(runs: usize, size: usize) -> Base {
+    let mut b = Base {
+        p50: vec![],
+        p99: vec![],
+        p999: vec![],
+        rps: vec![],
+        mbps: vec![],
+    };
+    for _ in 0..runs {
+        let lat = sorted(bench::baseline::latency(SIZES.latency, size).await);
+        b.p50.push(percentile(&lat, 50.0));
+        b.p99.push(percentile(&lat, 99.0));
+        b.p999.push(percentile(&lat, 99.9));
+        let flow = bench::baseline::throughput(SIZES.throughput, size, SIZES.window).await;
+        b.rps.push(flow.rps());
+        b.mbps.push(flow.mbps());
+    }
+    b
+}
+
+fn median(v: &[f64]) -> f64 {
+    percentile(&sorted(v.to_vec()), 50.0)
+}
+
+fn print_relay(r: &Relay, base: Option<&Base>) {
+    println!("| figure | amarre | raw pipe | ratio |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, ours: &[f64], pipe: Option<&[f64]>, digits: usize| {
+        let (p, ratio) = match pipe {
+            Some(p) => {
+                let ratio = median(ours) / median(p);
+                (spread(p, digits), format!("{ratio:.2}x"))
+            }
+            None => ("".into(), "".into()),
+        };
+        println!("| {name} | {} | {p} | {ratio} |", spread(ours, digits));
+    };
+    row(
+        "latency p50 (µs)",
+        &r.p50,
+        base.map(|b| b.p50.as_slice()),
+        1,
+    );
+    row(
+        "latency p99 (µs)",
+        &r.p99,
+        base.map(|b| b.p99.as_slice()),
+        1,
+    );
+    row(
+        "latency p99.9 (µs)",
+        &r.p999,
+        base.map(|b| b.p999.as_slice()),
+        1,
+    );
+    row(
+        "throughput (records/s)",
+        &r.rps,
+        base.map(|b| b.rps.as_slice()),
+        0,
+    );
+    row(
+        "throughput (MB/s)",
+        &r.mbps,
+        base.map(|b| b.mbps.as_slice()),
+        1,
+    );
+    row(
+        &format!(
+            "fan-out to {}+1 clients (delivered records/s)",
+            SIZES.clients
+        ),
+        &r.fan_rps,
+        None,
+        0,
+    );
+    row(
+        &format!("{} sessions in parallel (records/s)", SIZES.sessions),
+        &r.sess_rps,
+        None,
+        0,
+    );
+    row("spawn: POST to first echo p50 (ms)", &r.spawn_p50, None, 2);
+    row("spawn: POST to first echo p99 (ms)", &r.spawn_p99, None, 2);
+}
+
+/// Streams `n` Claude text deltas through instance `instance`, translated
+/// (`pi` true: a pi prompt, counting message_update deltas) or raw.
+async fn stream_rate(target: &Target, n: u64, pi: bool) -> Result<f64, String> {
+    let id = target.create().await?;
+    let mut ws = target.connect(&id).await?;
+    let t = Instant::now();
+    let prompt = if pi {
+        json!({"type": "prompt", "id": "b", "message": format!("STREAM {n}")})
+    } else {
+        json!({"type": "user", "message": {"role": "user", "content": format!("STREAM {n}")}})
+    };
+    ws.send(Message::text(prompt.to_string()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut deltas = 0;
+    loop {
+        let Some(Ok(msg)) = ws.next().await else {
+            return Err("socket ended".into());
+        };
+        let Message::Text(t) = msg else { continue };
+        let s = t.as_str();
+        if s.contains("text_delta") {
+            deltas += 1;
+        }
+        if s.contains("\"agent_end\"") || s.contains("\"type\":\"result\"") {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    target.delete(&id).await;
+    if deltas != n {
+        return Err(format!("expected {n} deltas, got {deltas}"));
+    }
+    Ok(n as f64 / secs)
+}
+
+async fn translate_report(runs: usize) -> Result<(), String> {
+    println!(
+        "| adapter call (one record through the host) | µs per call, median (min-max of run medians) | p99 |"
+    );
+    println!("|---|---|---|");
+    let start = r#"{"type":"stream_event","event":{"type":"message_start","message":{"id":"m","model":"x","role":"assistant","content":[]}}}"#;
+    let block = r#"{"type":"stream_event","event":{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}}"#;
+    let prompt = r#"{"type":"prompt","message":"hi"}"#;
+    type Case<'a> = (&'a str, &'a str, Vec<&'a str>, Vec<&'a str>, &'a str);
+    let cases: [Case; 3] = [
+        (
+            "claude-code: stream_event text delta",
+            "claude-code",
+            vec![start, block],
+            vec![prompt],
+            translate::TEXT_DELTA,
+        ),
+        (
+            "claude-code: can_use_tool (tool call question)",
+            "claude-code",
+            vec![],
+            vec![prompt],
+            translate::TOOL_CALL,
+        ),
+        (
+            "stdio (pass-through translator): same text delta",
+            "stdio",
+            vec![],
+            vec![],
+            translate::TEXT_DELTA,
+        ),
+    ];
+    for (name, adapter, setup, client, line) in cases {
+        let mut medians = Vec::new();
+        let mut p99s = Vec::new();
+        for _ in 0..runs {
+            let (_, v) = translate::cost(adapter, &setup, &client, line, 20_000).await?;
+            let v = sorted(v);
+            medians.push(percentile(&v, 50.0));
+            p99s.push(percentile(&v, 99.0));
+        }
+        println!(
+            "| {name} ({} bytes) | {} | {} |",
+            line.len(),
+            spread(&medians, 2),
+            spread(&p99s, 2)
+        );
+    }
+    println!();
+    println!("| component | compile, uncached (ms) | instantiate (ms) |");
+    println!("|---|---|---|");
+    for adapter in ["stdio", "pi", "claude-code"] {
+        let (c, i) = translate::load_times(adapter, runs).await?;
+        println!(
+            "| {adapter} ({} KiB) | {} | {} |",
+            amarre::adapter::builtin::bytes(adapter)
+                .map(|b| b.len() / 1024)
+                .unwrap_or(0),
+            spread(&c, 1),
+            spread(&i, 3)
+        );
+    }
+    Ok(())
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
+    let bin = bin.to_string_lossy().into_owned();
+    let fake = sibling("fake-agent").to_string_lossy().into_owned();
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned())
+            )
+            .unwrap_or_default()
+    );
+    println!("daemon: {bin}; records of {size} bytes; {runs} runs\n");
+
+    // Start-up and memory, with the echo instance only.
+    let echo = json!([{"id": "echo", "agent": "stdio", "command": "cat"}]).to_string();
+    let env = [
+        ("AMARRE_INSTANCES_JSON", echo.as_str()),
+        ("AMARRE_MAX_SESSIONS", "64"),
+    ];
+    let mut ready = Vec::new();
+    let mut idle = Vec::new();
+    let mut idle8 = Vec::new();
+    let mut after = Vec::new();
+    let mut peak = Vec::new();
+    for _ in 0..runs {
+        let d = daemon::start(&bin, &env).await?;
+        ready.push(d.ready.as_secs_f64() * 1e3);
+        let pid = d.child.id();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        idle.push(mib(daemon::memory_kib(pid).ok_or("memory")?.0));
+        let target = Target {
+            url: d.url.clone(),
+            instance: None,
+        };
+        let mut ids = Vec::new();
+        for _ in 0..8 {
+            ids.push(target.create().await?);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        idle8.push(mib(daemon::memory_kib(pid).ok_or("memory")?.0));
+        for id in ids {
+            target.delete(&id).await;
+        }
+        bench::throughput(&target, SIZES.throughput, size, SIZES.window).await?;
+        let (rss, hwm) = daemon::memory_kib(pid).ok_or("memory")?;
+        after.push(mib(rss));
+        peak.push(mib(hwm));
+    }
+    println!("| daemon | value |");
+    println!("|---|---|");
+    println!("| start to ready /healthz (ms) | {} |", spread(&ready, 1));
+    println!("| RSS idle (MiB) | {} |", spread(&idle, 1));
+    println!("| RSS with 8 idle sessions (MiB) | {} |", spread(&idle8, 1));
+    println!(
+        "| RSS after the throughput run (MiB) | {} |",
+        spread(&after, 1)
+    );
+    println!(
+        "| peak RSS (VmHWM) after the throughput run (MiB) | {} |",
+        spread(&peak, 1)
+    );
+    println!();
+
+    let d = daemon::start(&bin, &env).await?;
+    let target = Target {
+        url: d.url.clone(),
+        instance: None,
+    };
+    let relay = relay_runs(&target, runs, size).await?;
+    drop(d);
+    let base = baseline_runs(runs, size).await;
+    print_relay(&relay, Some(&base));
+    println!();
+
+    // The claude-code adapter in the path versus pass-through, streaming
+    // Claude text deltas from a fake agent.
+    let both = json!([
+        {"id": "raw", "agent": "stdio", "command": fake},
+        {"id": "claude", "agent": "claude-code", "command": fake},
+    ])
+    .to_string();
+    let d = daemon::start(&bin, &[("AMARRE_INSTANCES_JSON", both.as_str())]).await?;
+    let mut translated = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..runs {
+        raw.push(
+            stream_rate(
+                &Target {
+                    url: d.url.clone(),
+                    instance: Some("raw".into()),
+                },
+                100_000,
+                false,
+            )
+            .await?,
+        );
+        translated.push(
+            stream_rate(
+                &Target {
+                    url: d.url.clone(),
+                    instance: Some("claude".into()),
+                },
+                100_000,
+                true,
+            )
+            .await?,
+        );
+    }
+    println!("| agent to client, 100k Claude text deltas | records/s |");
+    println!("|---|---|");
+    println!(
+        "| stdio (pass-through, Claude's own lines) | {} |",
+        spread(&raw, 0)
+    );
+    println!(
+        "| claude-code (translated to pi message_update) | {} |",
+        spread(&translated, 0)
+    );
+    println!();
+    drop(d);
+    translate_report(runs).await
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::All { daemon } => {
+            all(
+                daemon.unwrap_or_else(|| sibling("amarre")),
+                cli.runs,
+                cli.size,
+            )
+            .await
+        }
+        Cmd::Relay { url, instance, pid } => {
+            let target = Target { url, instance };
+            match relay_runs(&target, cli.runs, cli.size).await {
+                Ok(r) => {
+                    print_relay(&r, None);
+                    if let Some((rss, hwm)) = pid.and_then(daemon::memory_kib) {
+                        println!("\nserver RSS {:.1} MiB, peak {:.1} MiB", mib(rss), mib(hwm));
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Cmd::Baseline => {
+            let b = baseline_runs(cli.runs, cli.size).await;
+            println!("| raw pipe | value |\n|---|---|");
+            println!(
+                "| latency p50 / p99 / p99.9 (µs) | {} / {} / {} |",
+                spread(&b.p50, 1),
+                spread(&b.p99, 1),
+                spread(&b.p999, 1)
+            );
+            println!("| throughput (records/s) | {} |", spread(&b.rps, 0));
+            Ok(())
+        }
+        Cmd::Translate => translate_report(cli.runs).await,
+    };
+    if let Err(e) = result {
+        eprintln!("amarre-bench: {e}");
+        std::process::exit(1);
+    }
+}
