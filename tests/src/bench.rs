@@ -92,7 +92,8 @@ impl Target {
 
     pub async fn connect(&self, id: &str) -> Result<Ws, String> {
         let ws_url = format!("{}/sessions/{id}", self.url.replacen("http", "ws", 1));
-        let (ws, _) = tokio_tungstenite::connect_async(&ws_url)
+        // Nagle off, as a latency-sensitive client would have it.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(&ws_url, None, true)
             .await
             .map_err(|e| fail(&ws_url, e))?;
         Ok(ws)
@@ -152,24 +153,47 @@ impl Flow {
     }
 }
 
-/// Sends `n` records on `sender` keeping at most `window` ahead of the
-/// slowest of `progress`; the readers count what arrives.
+/// How far a receiver got, and a wake-up for the sender.
+#[derive(Default)]
+pub struct Progress {
+    received: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl Progress {
+    fn get(&self) -> u64 {
+        self.received.load(Ordering::Acquire)
+    }
+
+    fn set(&self, n: u64) {
+        self.received.store(n, Ordering::Release);
+        self.changed.notify_one();
+    }
+}
+
+/// Sends `n` records keeping at most `window` ahead of the slowest of
+/// `progress`, sleeping (not spinning) while the window is full.
 async fn pump(
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
     n: u64,
     size: usize,
     window: u64,
-    progress: Vec<Arc<AtomicU64>>,
+    progress: Vec<Arc<Progress>>,
 ) -> Result<(), String> {
     let mut i = 0;
     while i < n {
-        let slowest = progress
+        let (slowest, which) = progress
             .iter()
-            .map(|p| p.load(Ordering::Acquire))
+            .enumerate()
+            .map(|(k, p)| (p.get(), k))
             .min()
-            .unwrap_or(0);
+            .unwrap_or((0, 0));
         if i - slowest >= window {
-            tokio::task::yield_now().await;
+            let p = &progress[which];
+            let notified = p.changed.notified();
+            if p.get() == slowest {
+                notified.await;
+            }
             continue;
         }
         let burst = (window - (i - slowest)).min(n - i).min(64);
@@ -187,7 +211,7 @@ async fn pump(
 async fn drain(
     mut stream: futures_util::stream::SplitStream<Ws>,
     n: u64,
-    progress: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 ) -> Result<(), String> {
     let mut expected = 0;
     while expected < n {
@@ -203,7 +227,7 @@ async fn drain(
         match index_of(msg.as_bytes()) {
             Some(i) if i == expected => {
                 expected += 1;
-                progress.store(expected, Ordering::Release);
+                progress.set(expected);
             }
             other => return Err(format!("out of order: expected {expected}, got {other:?}")),
         }
@@ -216,7 +240,7 @@ pub async fn throughput(target: &Target, n: u64, size: usize, window: u64) -> Re
     let id = target.create().await?;
     let ws = target.connect(&id).await?;
     let (sink, stream) = ws.split();
-    let progress = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let t = Instant::now();
     let reader = tokio::spawn(drain(stream, n, progress.clone()));
     pump(sink, n, size, window, vec![progress]).await?;
@@ -243,12 +267,12 @@ pub async fn fanout(
     let (sink, sender_stream) = target.connect(&id).await?.split();
     let mut readers = Vec::new();
     let mut progress = Vec::new();
-    let p = Arc::new(AtomicU64::new(0));
+    let p = Arc::new(Progress::default());
     progress.push(p.clone());
     readers.push(tokio::spawn(drain(sender_stream, n, p)));
     for _ in 0..clients {
         let (_sink, stream) = target.connect(&id).await?.split();
-        let p = Arc::new(AtomicU64::new(0));
+        let p = Arc::new(Progress::default());
         progress.push(p.clone());
         readers.push(tokio::spawn(async move {
             let _keep = _sink;
@@ -353,7 +377,7 @@ pub mod baseline {
         let mut child = cat();
         let mut stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
-        let progress = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(Progress::default());
         let p = progress.clone();
         let t = Instant::now();
         let reader = tokio::spawn(async move {
@@ -363,15 +387,18 @@ pub mod baseline {
                 let line = lines.next_line().await.unwrap().unwrap();
                 assert_eq!(index_of(line.as_bytes()), Some(expected));
                 expected += 1;
-                p.store(expected, Ordering::Release);
+                p.set(expected);
             }
         });
         let mut i = 0;
         let mut buf = Vec::new();
         while i < n {
-            let done = progress.load(Ordering::Acquire);
+            let done = progress.get();
             if i - done >= window {
-                tokio::task::yield_now().await;
+                let notified = progress.changed.notified();
+                if progress.get() == done {
+                    notified.await;
+                }
                 continue;
             }
             buf.clear();

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -25,10 +25,10 @@ use super::App;
 use crate::config::Limits;
 use crate::session::framing::split_frame;
 use crate::session::record::parse_head;
-use crate::session::{AttachOptions, ClientSlot, Inbound, Outbound, SessionHandle, Status};
+use crate::session::{AttachOptions, ClientSlot, Inbound, Outbound, Queued, SessionHandle, Status};
 use crate::util::now_ms;
 
-/// Frames written before a flush, at most.
+/// Replay records written before a flush, at most.
 const MAX_BATCH: usize = 256;
 /// How long the reader waits for the close handshake once the writer ended.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
@@ -96,12 +96,12 @@ async fn serve(socket: WebSocket, handle: Arc<SessionHandle>, opts: AttachOption
     let (sink, stream) = socket.split();
     let client = handle.next_client_id();
     let (tx, rx) = mpsc::channel(limits.client_queue_records);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(Queued::default());
     let (kill_tx, kill_rx) = oneshot::channel();
     let slot = ClientSlot {
         id: client,
         tx,
-        queued_bytes: queued.clone(),
+        queued: queued.clone(),
         kill: kill_tx,
     };
     let catchup = match handle.attach(slot, opts).await {
@@ -214,7 +214,7 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     catchup: Vec<Utf8Bytes>,
     mut rx: mpsc::Receiver<Outbound>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     mut kill: oneshot::Receiver<(u16, &'static str)>,
     mut stop: oneshot::Receiver<(u16, &'static str)>,
     last_seen: Arc<AtomicU64>,
@@ -249,25 +249,23 @@ async fn write_loop(
                     let _ = close(&mut sink, 1011, "session ended").await;
                     return;
                 };
-                let mut batch = 0;
+                // Everything queued now goes out with one flush.
                 loop {
                     match next {
-                        Outbound::Text(t) => {
-                            let len = t.len();
-                            let fed = sink.feed(Message::Text(t)).await;
-                            queued.fetch_sub(len, Ordering::AcqRel);
-                            if fed.is_err() {
-                                return;
+                        Outbound::Batch(texts) => {
+                            let (n, len) = (texts.len(), texts.iter().map(|t| t.len()).sum::<usize>());
+                            for text in texts {
+                                if sink.feed(Message::Text(text)).await.is_err() {
+                                    return;
+                                }
                             }
+                            queued.records.fetch_sub(n, Ordering::AcqRel);
+                            queued.bytes.fetch_sub(len, Ordering::AcqRel);
                         }
                         Outbound::Close(code, reason) => {
                             let _ = close(&mut sink, code, reason).await;
                             return;
                         }
-                    }
-                    batch += 1;
-                    if batch >= MAX_BATCH {
-                        break;
                     }
                     match rx.try_recv() {
                         Ok(m) => next = m,

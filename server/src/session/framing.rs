@@ -5,6 +5,7 @@
 //! without being buffered: the splitter discards up to the next newline.
 
 use bytes::{Bytes, BytesMut};
+use memchr::memchr;
 
 /// What the splitter produced for one chunk of input.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -98,10 +99,6 @@ impl LineSplitter {
             out.lines.push(rest.freeze());
         }
     }
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 /// Splits a client text frame into its non-empty lines (a trailing `\r` is

@@ -104,17 +104,27 @@ pub struct Inbound {
 /// Something sent to one client's socket writer.
 #[derive(Debug)]
 pub enum Outbound {
-    Text(Utf8Bytes),
+    /// Records in order: everything one step of the session published, so
+    /// that the writer wakes once and writes them with one flush.
+    Batch(Vec<Utf8Bytes>),
     /// Close after everything queued before it.
     Close(u16, &'static str),
+}
+
+/// What a client's queue holds, shared by the session (adds) and the
+/// client's writer (subtracts as it writes).
+#[derive(Debug, Default)]
+pub struct Queued {
+    pub records: AtomicUsize,
+    pub bytes: AtomicUsize,
 }
 
 /// The session's side of one attached client.
 pub struct ClientSlot {
     pub id: u64,
     pub tx: mpsc::Sender<Outbound>,
-    /// Bytes queued and not yet written, shared with the writer.
-    pub queued_bytes: Arc<AtomicUsize>,
+    /// Records and bytes queued and not yet written.
+    pub queued: Arc<Queued>,
     /// Closes the socket at once, dropping what is queued.
     pub kill: oneshot::Sender<(u16, &'static str)>,
 }

@@ -66,7 +66,7 @@ impl Stream {
     /// Numbers and buffers a record that goes to the clients; returns its
     /// sequence number (objects only). Tracks questions that expect an
     /// answer.
-    pub fn push(&mut self, text: &Utf8Bytes, head: Option<&Head>, now: Instant) -> Option<u64> {
+    pub fn push(&mut self, text: &Utf8Bytes, head: Option<&Head>) -> Option<u64> {
         let head = head.filter(|h| h.is_object)?;
         self.last_seq += 1;
         let seq = self.last_seq;
@@ -88,10 +88,11 @@ impl Stream {
                 id: id.clone(),
                 seq: Some(seq),
                 text: text.clone(),
+                // The clock is read for questions only, not per record.
                 deadline: head
                     .timeout_ms
                     .filter(|t| t.is_finite() && *t > 0.0)
-                    .map(|t| now + std::time::Duration::from_millis(t as u64)),
+                    .map(|t| Instant::now() + std::time::Duration::from_millis(t as u64)),
             });
         }
         Some(seq)
@@ -155,11 +156,7 @@ mod tests {
 
     fn push(s: &mut Stream, text: &str) -> Option<u64> {
         let head = parse_head(text.as_bytes());
-        s.push(
-            &Utf8Bytes::from(text.to_owned()),
-            head.as_ref(),
-            Instant::now(),
-        )
+        s.push(&Utf8Bytes::from(text.to_owned()), head.as_ref())
     }
 
     #[test]

@@ -3,40 +3,52 @@
 //! records and control requests, in order, and never waits on a client.
 //!
 //! Data path (DESIGN.md): client -> ws reader -> `inbound` -> here ->
-//! (adapter from-client) -> stdin writer -> agent; agent -> stdout reader ->
-//! here -> (adapter from-agent) -> each client's bounded queue -> its writer.
+//! (adapter from-client) -> agent stdin; agent stdout -> here -> (adapter
+//! from-agent) -> each client's bounded queue -> its writer. This task reads
+//! the agent's stdout and writes its stdin itself, with cancel-safe
+//! `read_buf`/`write` branches of its select loop: two task hops and two
+//! channels fewer per record than helper tasks would cost (measured in
+//! docs/PERFORMANCE.md). Writes gather everything queued into one syscall.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 
-use super::agent_io::{self, AgentEvent};
+use super::agent_io;
+use super::framing::{LineSplitter, Split};
 use super::record::{Head, parse_head};
 use super::spawn::{self, Started};
 use super::stream::{Stream, expects_answer, text_for};
 use super::{
-    AttachError, AttachOptions, Catchup, ClientSlot, Control, Inbound, Outbound, RestartError,
-    Runtime, SessionHandle, Status,
+    AttachError, AttachOptions, Catchup, ClientSlot, Control, Inbound, Outbound, Queued,
+    RestartError, Runtime, SessionHandle, Status,
 };
 use crate::adapter::{Adapter, AdapterInstance, CallError, Emit};
-use crate::process::signal_group;
+use crate::process::{describe_exit, signal_group};
 
 /// How many request ids are remembered to send one push per id.
 const MAX_REMEMBERED_PUSH_IDS: usize = 1024;
 /// How long to wait for an agent to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(2);
+/// Client records taken in one go before the agent's stdin is written.
+const MAX_INBOUND_BATCH: usize = 256;
+/// How long output is still read after the agent exited, for a descendant
+/// that keeps its stdout open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 struct Client {
     id: u64,
     tx: mpsc::Sender<Outbound>,
-    queued_bytes: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     kill: Option<oneshot::Sender<(u16, &'static str)>>,
     wants_seq: bool,
 }
@@ -64,12 +76,23 @@ pub(super) struct SessionTask {
     ctrl_rx: mpsc::Receiver<Control>,
     inbound_rx: mpsc::Receiver<Inbound>,
     run: Option<Run>,
-    agent_rx: Option<mpsc::Receiver<AgentEvent>>,
-    stdin_tx: Option<mpsc::Sender<Bytes>>,
-    /// Records for the agent that did not fit its stdin queue yet; while
-    /// any wait here, no client record is taken (backpressure).
-    to_agent: VecDeque<Bytes>,
+    /// The agent process (until it is reaped).
+    child: Option<Child>,
+    stdout: Option<ChildStdout>,
+    splitter: LineSplitter,
+    stdin: Option<ChildStdin>,
+    /// Bytes for the agent not yet written (records with their newlines).
+    stdin_buf: BytesMut,
+    /// Records in `stdin_buf`; at the stdin queue limit no client record is
+    /// taken (backpressure).
+    stdin_records: usize,
+    /// How the agent exited, once reaped, while its output drains.
+    exited: Option<(Option<i32>, Option<String>)>,
+    drain_deadline: Option<Instant>,
     clients: Vec<Client>,
+    /// Records published during the current step, delivered to every
+    /// client at the end of the step (one batch per client).
+    outbox: Vec<(Utf8Bytes, Option<u64>)>,
     stream: Stream,
     push_timers: BTreeMap<String, PushTimer>,
     /// Request ids that already had a push timer (bounded, oldest dropped).
@@ -77,19 +100,29 @@ pub(super) struct SessionTask {
     push_armed_order: VecDeque<String>,
 }
 
-async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
+/// Reads a chunk of the agent's stdout into the splitter (cancel-safe).
+async fn read_stdout(
+    stdout: &mut Option<ChildStdout>,
+    splitter: &mut LineSplitter,
+) -> std::io::Result<usize> {
+    match stdout {
+        Some(s) => s.read_buf(splitter.buffer()).await,
         None => std::future::pending().await,
     }
 }
 
-/// Resolves when the agent's stdin queue has room again (this task is its
-/// only sender, so the room is still there when the branch runs).
-async fn stdin_room(tx: &Option<mpsc::Sender<Bytes>>) {
-    match tx {
-        Some(tx) if tx.reserve().await.is_ok() => {}
-        _ => std::future::pending().await,
+/// Writes as much of `buf` as the pipe takes (cancel-safe).
+async fn write_stdin(stdin: &mut Option<ChildStdin>, buf: &[u8]) -> std::io::Result<usize> {
+    match stdin {
+        Some(s) => s.write(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -116,7 +149,7 @@ impl SessionTask {
         inbound_rx: mpsc::Receiver<Inbound>,
         started: Started,
     ) {
-        let limits = &rt.config.limits;
+        let limits = rt.config.limits.clone();
         let mut task = SessionTask {
             stream: Stream::new(limits.replay_records, limits.replay_bytes),
             handle,
@@ -124,10 +157,16 @@ impl SessionTask {
             ctrl_rx,
             inbound_rx,
             run: None,
-            agent_rx: None,
-            stdin_tx: None,
-            to_agent: VecDeque::new(),
+            child: None,
+            stdout: None,
+            splitter: LineSplitter::new(limits.max_line_bytes),
+            stdin: None,
+            stdin_buf: BytesMut::new(),
+            stdin_records: 0,
+            exited: None,
+            drain_deadline: None,
             clients: Vec::new(),
+            outbox: Vec::new(),
             push_timers: BTreeMap::new(),
             push_armed: HashSet::new(),
             push_armed_order: VecDeque::new(),
@@ -136,33 +175,20 @@ impl SessionTask {
         tokio::spawn(task.main());
     }
 
-    /// Wires up the I/O tasks of a freshly started agent.
+    /// Takes over a freshly started agent.
     fn install(&mut self, mut started: Started) {
-        let id = self.handle.id.clone();
         let limits = &self.rt.config.limits;
-        let stdout = started.child.stdout.take();
-        let stdin = started.child.stdin.take();
-        let stderr = started.child.stderr.take();
-        let (ev_tx, ev_rx) = mpsc::channel(16);
-        let (in_tx, in_rx) = mpsc::channel(limits.stdin_queue_records);
-        if let Some(stderr) = stderr {
-            tokio::spawn(agent_io::log_stderr(id.clone(), stderr));
+        if let Some(stderr) = started.child.stderr.take() {
+            tokio::spawn(agent_io::log_stderr(self.handle.id.clone(), stderr));
         }
-        if let Some(stdin) = stdin {
-            tokio::spawn(agent_io::write_stdin(id.clone(), stdin, in_rx));
-        }
-        if let Some(stdout) = stdout {
-            tokio::spawn(agent_io::read_stdout(
-                id,
-                started.child,
-                stdout,
-                limits.max_line_bytes,
-                ev_tx,
-            ));
-        }
-        self.agent_rx = Some(ev_rx);
-        self.stdin_tx = Some(in_tx);
-        self.to_agent.clear();
+        self.stdout = started.child.stdout.take();
+        self.stdin = started.child.stdin.take();
+        self.child = Some(started.child);
+        self.splitter = LineSplitter::new(limits.max_line_bytes);
+        self.stdin_buf.clear();
+        self.stdin_records = 0;
+        self.exited = None;
+        self.drain_deadline = None;
         self.run = Some(Run {
             through_from_client: started.spec.passthrough_from_client
                 || started.translator.is_none(),
@@ -175,9 +201,11 @@ impl SessionTask {
     }
 
     async fn main(mut self) {
+        let stdin_limit = self.rt.config.limits.stdin_queue_records;
         loop {
             let taking_input =
-                self.run.is_some() && self.stdin_tx.is_some() && self.to_agent.is_empty();
+                self.run.is_some() && self.stdin.is_some() && self.stdin_records < stdin_limit;
+            let writing = self.stdin.is_some() && !self.stdin_buf.is_empty();
             let next_timer = self.push_timers.values().map(|t| t.deadline).min();
             let flow = tokio::select! {
                 biased;
@@ -185,16 +213,36 @@ impl SessionTask {
                     Some(c) => self.on_control(c).await,
                     None => ControlFlow::Break(()),
                 },
-                ev = recv_opt(&mut self.agent_rx) => {
-                    self.on_agent(ev).await;
+                read = read_stdout(&mut self.stdout, &mut self.splitter) => {
+                    self.on_stdout(read).await;
                     ControlFlow::Continue(())
                 }
-                () = stdin_room(&self.stdin_tx), if !self.to_agent.is_empty() => {
-                    self.flush_to_agent();
+                written = write_stdin(&mut self.stdin, &self.stdin_buf), if writing => {
+                    self.on_written(written);
                     ControlFlow::Continue(())
                 }
                 Some(record) = self.inbound_rx.recv(), if taking_input => {
                     self.on_inbound(record).await;
+                    // Take what else is queued now, so that one write
+                    // carries many records.
+                    for _ in 1..MAX_INBOUND_BATCH {
+                        if self.stdin_records >= stdin_limit || self.run.is_none() {
+                            break;
+                        }
+                        match self.inbound_rx.try_recv() {
+                            Ok(record) => self.on_inbound(record).await,
+                            Err(_) => break,
+                        }
+                    }
+                    ControlFlow::Continue(())
+                }
+                status = wait_child(&mut self.child), if self.exited.is_none() => {
+                    self.on_child_exit(status).await;
+                    ControlFlow::Continue(())
+                }
+                () = sleep_opt(self.drain_deadline) => {
+                    // A descendant keeps stdout open: stop waiting for EOF.
+                    self.end_of_output().await;
                     ControlFlow::Continue(())
                 }
                 () = sleep_opt(next_timer) => {
@@ -202,6 +250,7 @@ impl SessionTask {
                     ControlFlow::Continue(())
                 }
             };
+            self.flush_outbox();
             if flow.is_break() {
                 break;
             }
@@ -268,6 +317,10 @@ impl SessionTask {
             let status = self.handle.status();
             return Err((slot, AttachError::NotRunning(status)));
         }
+        // Records of this step already count as sent (they are in the
+        // replay buffer): deliver them to the existing clients first, so the
+        // seam for the new one is exactly here.
+        self.flush_outbox();
         let wants_seq = opts.seq || opts.since.is_some();
         let hello = opts.hello || opts.since.is_some();
         let mut first = Vec::new();
@@ -296,7 +349,7 @@ impl SessionTask {
         self.clients.push(Client {
             id: slot.id,
             tx: slot.tx,
-            queued_bytes: slot.queued_bytes,
+            queued: slot.queued,
             kill: Some(slot.kill),
             wants_seq,
         });
@@ -374,8 +427,9 @@ impl SessionTask {
         self.push_timers.clear();
         self.stream.clear_pending();
         let Some(run) = self.run.take() else { return };
-        // Closing stdin lets a well-behaved agent exit on EOF by itself.
-        self.stdin_tx = None;
+        // Closing stdin lets a well-behaved agent exit on EOF by itself;
+        // its output is no longer read.
+        self.drop_io();
         let grace = self.rt.config.limits.kill_grace;
         signal_group(run.pgid, libc::SIGTERM);
         let exited = self.wait_exit(grace).await;
@@ -384,41 +438,77 @@ impl SessionTask {
             tracing::warn!(session = %self.handle.id, pid = run.pgid, grace_ms = grace.as_millis() as u64, "agent ignored SIGTERM; sent SIGKILL");
             self.wait_exit(KILL_WAIT).await;
         }
-        self.agent_rx = None;
+        self.child = None;
         self.handle.lock().pid = None;
         remove_files(&run);
     }
 
-    /// Drains agent events until it exits or `within` passes.
+    /// Waits up to `within` for the agent to be reaped.
     async fn wait_exit(&mut self, within: Duration) -> bool {
-        let Some(rx) = self.agent_rx.as_mut() else {
+        let Some(child) = self.child.as_mut() else {
             return true;
         };
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(AgentEvent::Exited { .. })) | Ok(None) => return true,
-                Ok(Some(AgentEvent::Lines(_))) => continue,
-                Err(_) => return false,
-            }
-        }
+        tokio::time::timeout(within, child.wait()).await.is_ok()
+    }
+
+    /// Forgets the agent's pipes and whatever was queued for it.
+    fn drop_io(&mut self) {
+        self.stdin = None;
+        self.stdout = None;
+        self.stdin_buf.clear();
+        self.stdin_records = 0;
+        self.drain_deadline = None;
     }
 
     // ----- agent -> clients ----------------------------------------------
 
-    async fn on_agent(&mut self, ev: Option<AgentEvent>) {
-        match ev {
-            Some(AgentEvent::Lines(lines)) => {
-                for line in lines {
-                    if self.run.is_none() {
-                        return;
-                    }
-                    self.agent_line(line).await;
-                }
-            }
-            Some(AgentEvent::Exited { code, signal }) => self.crashed(code, signal, None).await,
-            None => self.crashed(None, None, None).await,
+    async fn on_stdout(&mut self, read: std::io::Result<usize>) {
+        let mut split = Split::default();
+        let eof = !matches!(read, Ok(n) if n > 0);
+        if eof {
+            self.splitter.finish(&mut split);
+        } else {
+            self.splitter.drain(&mut split);
         }
+        for bytes in &split.dropped {
+            tracing::warn!(session = %self.handle.id, bytes, max_line = self.rt.config.limits.max_line_bytes, "dropped an agent line longer than the limit");
+        }
+        for line in split.lines {
+            if self.run.is_none() {
+                return;
+            }
+            self.agent_line(line).await;
+        }
+        if eof {
+            self.stdout = None;
+            if self.exited.is_some() {
+                self.end_of_output().await;
+            }
+        }
+    }
+
+    async fn on_child_exit(&mut self, status: std::io::Result<std::process::ExitStatus>) {
+        let (code, signal) = status.map(describe_exit).unwrap_or((None, None));
+        self.exited = Some((code, signal));
+        if self.stdout.is_none() {
+            self.end_of_output().await;
+        } else {
+            self.drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        }
+    }
+
+    /// The agent exited and its output is read (or the drain time is up).
+    async fn end_of_output(&mut self) {
+        if self.stdout.is_some() {
+            let mut split = Split::default();
+            self.splitter.finish(&mut split);
+            for line in split.lines {
+                self.agent_line(line).await;
+            }
+        }
+        let (code, signal) = self.exited.take().unwrap_or((None, None));
+        self.child = None;
+        self.crashed(code, signal, None).await;
     }
 
     async fn agent_line(&mut self, line: Bytes) {
@@ -449,36 +539,48 @@ impl SessionTask {
     /// Numbers, buffers and fans out one record; arms push timers.
     fn publish(&mut self, text: Utf8Bytes) {
         let head = parse_head(text.as_bytes());
-        let seq = self.stream.push(&text, head.as_ref(), Instant::now());
+        let seq = self.stream.push(&text, head.as_ref());
         if let Some(h) = &head {
             self.arm_push(h, &text);
         }
-        self.broadcast(&text, seq);
+        self.outbox.push((text, seq));
     }
 
-    fn broadcast(&mut self, text: &Utf8Bytes, seq: Option<u64>) {
-        let max_bytes = self.rt.config.limits.client_queue_bytes;
-        let mut with_seq: Option<Utf8Bytes> = None;
+    /// Delivers the step's records: one batch per client. A client whose
+    /// queue would exceed its limits is closed with 1008 at once; nobody
+    /// waits for it.
+    fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let outbox = std::mem::take(&mut self.outbox);
+        let limits = &self.rt.config.limits;
+        let (max_records, max_bytes) = (limits.client_queue_records, limits.client_queue_bytes);
+        let mut numbered: Option<Vec<Utf8Bytes>> = None;
         let session = &self.handle.id;
         let before = self.clients.len();
         self.clients.retain_mut(|c| {
-            let t = if c.wants_seq && seq.is_some() {
-                with_seq.get_or_insert_with(|| text_for(text, seq, true)).clone()
+            let batch: Vec<Utf8Bytes> = if c.wants_seq {
+                numbered
+                    .get_or_insert_with(|| outbox.iter().map(|(t, seq)| text_for(t, *seq, true)).collect())
+                    .clone()
             } else {
-                text.clone()
+                outbox.iter().map(|(t, _)| t.clone()).collect()
             };
-            let len = t.len();
-            let queued = c.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
-            let sent = if queued > max_bytes {
-                Err(mpsc::error::TrySendError::Full(Outbound::Text(t)))
+            let (n, len) = (batch.len(), batch.iter().map(|t| t.len()).sum::<usize>());
+            let records = c.queued.records.fetch_add(n, Ordering::AcqRel) + n;
+            let bytes = c.queued.bytes.fetch_add(len, Ordering::AcqRel) + len;
+            let sent = if records > max_records || bytes > max_bytes {
+                Err(mpsc::error::TrySendError::Full(Outbound::Batch(batch)))
             } else {
-                c.tx.try_send(Outbound::Text(t))
+                c.tx.try_send(Outbound::Batch(batch))
             };
             match sent {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    c.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                    tracing::warn!(session = %session, client = c.id, queued_bytes = queued, "client too slow to read; closing it with 1008");
+                    c.queued.records.fetch_sub(n, Ordering::AcqRel);
+                    c.queued.bytes.fetch_sub(len, Ordering::AcqRel);
+                    tracing::warn!(session = %session, client = c.id, queued_records = records, queued_bytes = bytes, "client too slow to read; closing it with 1008");
                     if let Some(kill) = c.kill.take() {
                         let _ = kill.send((1008, "client too slow"));
                     }
@@ -493,6 +595,8 @@ impl SessionTask {
     }
 
     fn close_clients(&mut self, code: u16, reason: &'static str) {
+        // What was published before the close goes first.
+        self.flush_outbox();
         for mut c in self.clients.drain(..) {
             if c.tx.try_send(Outbound::Close(code, reason)).is_err()
                 && let Some(kill) = c.kill.take()
@@ -533,29 +637,31 @@ impl SessionTask {
         }
     }
 
+    /// Queues a record for the agent; the select loop writes it.
     fn queue_to_agent(&mut self, line: Bytes) {
-        self.to_agent.push_back(line);
-        self.flush_to_agent();
+        if self.stdin.is_none() {
+            return;
+        }
+        self.stdin_buf.extend_from_slice(&line);
+        self.stdin_buf.extend_from_slice(b"\n");
+        self.stdin_records += 1;
     }
 
-    fn flush_to_agent(&mut self) {
-        let Some(tx) = &self.stdin_tx else {
-            self.to_agent.clear();
-            return;
-        };
-        while let Some(line) = self.to_agent.pop_front() {
-            match tx.try_send(line) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(line)) => {
-                    self.to_agent.push_front(line);
-                    return;
+    fn on_written(&mut self, written: std::io::Result<usize>) {
+        match written {
+            Ok(n) if n > 0 => {
+                self.stdin_buf.advance(n);
+                if self.stdin_buf.is_empty() {
+                    self.stdin_records = 0;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    tracing::debug!(session = %self.handle.id, "the agent's stdin is closed; dropping queued records");
-                    self.to_agent.clear();
-                    self.stdin_tx = None;
-                    return;
+            }
+            result => {
+                if let Err(e) = result {
+                    tracing::debug!(session = %self.handle.id, error = %e, "the agent's stdin is closed; dropping queued records");
                 }
+                self.stdin = None;
+                self.stdin_buf.clear();
+                self.stdin_records = 0;
             }
         }
     }
@@ -571,12 +677,19 @@ impl SessionTask {
         let Some(run) = self.run.as_ref() else { return };
         let pgid = run.pgid;
         let grace = self.rt.config.limits.kill_grace;
-        // The agent's own exit adds no second event: stop listening to it
-        // and terminate it in the background.
-        self.agent_rx = None;
+        // The agent's own exit adds no second event: stop listening to it,
+        // terminate it and reap it in the background.
+        self.drop_io();
+        self.exited = None;
+        let child = self.child.take();
         signal_group(pgid, libc::SIGTERM);
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
+            if let Some(mut child) = child
+                && tokio::time::timeout(grace, child.wait()).await.is_err()
+            {
+                signal_group(pgid, libc::SIGKILL);
+                let _ = child.wait().await;
+            }
             signal_group(pgid, libc::SIGKILL);
         });
         self.crashed(None, None, Some(err)).await;
@@ -611,9 +724,7 @@ impl SessionTask {
             }
             signal_group(run.pgid, libc::SIGKILL);
         }
-        self.agent_rx = None;
-        self.stdin_tx = None;
-        self.to_agent.clear();
+        self.drop_io();
         {
             let mut state = self.handle.lock();
             state.status = Status::Crashed;

@@ -49,6 +49,10 @@ enum Cmd {
         /// The server's pid, to report its memory.
         #[arg(long)]
         pid: Option<u32>,
+        /// Only these loops (comma list of latency, throughput, fanout,
+        /// sessions, spawn), e.g. to profile one.
+        #[arg(long, default_value = ALL_LOOPS)]
+        loops: String,
     },
     /// The loops over a `cat` child's pipes.
     Baseline,
@@ -98,30 +102,49 @@ struct Relay {
     spawn_p99: Vec<f64>,
 }
 
-async fn relay_runs(target: &Target, runs: usize, size: usize) -> Result<Relay, String> {
+const ALL_LOOPS: &str = "latency,throughput,fanout,sessions,spawn";
+
+async fn relay_runs(
+    target: &Target,
+    runs: usize,
+    size: usize,
+    loops: &str,
+) -> Result<Relay, String> {
+    let on = |name: &str| loops.split(',').any(|l| l.trim() == name);
     let mut r = Relay::default();
     for _ in 0..runs {
-        let lat = sorted(bench::latency(target, SIZES.latency, size).await?);
-        r.p50.push(percentile(&lat, 50.0));
-        r.p99.push(percentile(&lat, 99.0));
-        r.p999.push(percentile(&lat, 99.9));
-        let flow = bench::throughput(target, SIZES.throughput, size, SIZES.window).await?;
-        r.rps.push(flow.rps());
-        r.mbps.push(flow.mbps());
-        let fan = bench::fanout(target, SIZES.fanout, size, SIZES.window, SIZES.clients).await?;
-        r.fan_rps.push(fan.rps());
-        let sess = bench::sessions(
-            target,
-            SIZES.sessions,
-            SIZES.per_session,
-            size,
-            SIZES.window,
-        )
-        .await?;
-        r.sess_rps.push(sess.rps());
-        let sp = sorted(bench::spawn(target, SIZES.spawns).await?);
-        r.spawn_p50.push(percentile(&sp, 50.0) / 1000.0);
-        r.spawn_p99.push(percentile(&sp, 99.0) / 1000.0);
+        if on("latency") {
+            let lat = sorted(bench::latency(target, SIZES.latency, size).await?);
+            r.p50.push(percentile(&lat, 50.0));
+            r.p99.push(percentile(&lat, 99.0));
+            r.p999.push(percentile(&lat, 99.9));
+        }
+        if on("throughput") {
+            let flow = bench::throughput(target, SIZES.throughput, size, SIZES.window).await?;
+            r.rps.push(flow.rps());
+            r.mbps.push(flow.mbps());
+        }
+        if on("fanout") {
+            let fan =
+                bench::fanout(target, SIZES.fanout, size, SIZES.window, SIZES.clients).await?;
+            r.fan_rps.push(fan.rps());
+        }
+        if on("sessions") {
+            let sess = bench::sessions(
+                target,
+                SIZES.sessions,
+                SIZES.per_session,
+                size,
+                SIZES.window,
+            )
+            .await?;
+            r.sess_rps.push(sess.rps());
+        }
+        if on("spawn") {
+            let sp = sorted(bench::spawn(target, SIZES.spawns).await?);
+            r.spawn_p50.push(percentile(&sp, 50.0) / 1000.0);
+            r.spawn_p99.push(percentile(&sp, 99.0) / 1000.0);
+        }
     }
     Ok(r)
 }
@@ -402,7 +425,7 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
         url: d.url.clone(),
         instance: None,
     };
-    let relay = relay_runs(&target, runs, size).await?;
+    let relay = relay_runs(&target, runs, size, ALL_LOOPS).await?;
     drop(d);
     let base = baseline_runs(runs, size).await;
     print_relay(&relay, Some(&base));
@@ -469,9 +492,14 @@ async fn main() {
             )
             .await
         }
-        Cmd::Relay { url, instance, pid } => {
+        Cmd::Relay {
+            url,
+            instance,
+            pid,
+            loops,
+        } => {
             let target = Target { url, instance };
-            match relay_runs(&target, cli.runs, cli.size).await {
+            match relay_runs(&target, cli.runs, cli.size, &loops).await {
                 Ok(r) => {
                     print_relay(&r, None);
                     if let Some((rss, hwm)) = pid.and_then(daemon::memory_kib) {
