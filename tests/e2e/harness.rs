@@ -78,8 +78,12 @@ fn base_command(env: &[(&str, &str)]) -> Command {
             cmd.env_remove(k);
         }
     }
+    // Compiled components are shared by the tests' daemons, kept out of
+    // the user's own cache.
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-component-cache");
     cmd.env("AMARRE_PORT", "0")
-        .env("AMARRE_LOG", "info,amarre=debug");
+        .env("AMARRE_LOG", "info,amarre=debug")
+        .env("AMARRE_CACHE_DIR", cache);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -187,9 +187,10 @@ async fn two_clients_see_the_question_and_the_first_answer_wins() {
         })
         .await;
     assert_eq!(qb.last().unwrap()["id"], q["id"]);
+    // Two sockets race to the session, so the second answer is sent once
+    // the first one visibly took effect: it arrives later, as a phone's
+    // would, and must change nothing.
     a.send_json(json!({"type": "extension_ui_response", "id": q["id"], "confirmed": true}))
-        .await;
-    b.send_json(json!({"type": "extension_ui_response", "id": q["id"], "confirmed": false}))
         .await;
     let seen = a
         .recv_until_within(AGENT_STEP, "tool_execution_end", |v| {
@@ -197,11 +198,27 @@ async fn two_clients_see_the_question_and_the_first_answer_wins() {
         })
         .await;
     assert_eq!(seen.last().unwrap()["isError"], false);
+    b.send_json(json!({"type": "extension_ui_response", "id": q["id"], "confirmed": false}))
+        .await;
     b.recv_until_within(AGENT_STEP, "agent_end at the second client", |v| {
         is(v, "agent_end")
     })
     .await;
     assert_file(&setup.work.path().join("first-wins.txt"), true);
+    a.recv_until_within(AGENT_STEP, "agent_end at the first client", |v| {
+        is(v, "agent_end")
+    })
+    .await;
+    // The late answer was harmless: the session goes on.
+    a.send_json(json!({"type": "prompt", "id": "p2", "message": "after both answers"}))
+        .await;
+    let seen = a
+        .recv_until_within(AGENT_STEP, "the next agent_end", |v| is(v, "agent_end"))
+        .await;
+    assert!(
+        seen.iter()
+            .any(|v| is(v, "response") && v["id"] == "p2" && v["success"] == true)
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod builtin;
+pub mod cache;
 mod engine;
 mod logstream;
 pub mod policy;
@@ -92,12 +93,26 @@ struct HostInner {
     /// Pre-instantiated components by content hash: a component is compiled
     /// once per process whatever loads it.
     compiled: Mutex<HashMap<String, AdapterPre<HostState>>>,
+    /// Compiled components on disk, across restarts.
+    disk: Option<cache::DiskCache>,
     compilations: AtomicU64,
+    disk_hits: AtomicU64,
 }
 
 impl AdapterHost {
-    /// Creates the engine, the linker and the epoch ticker.
+    /// Creates the engine, the linker and the epoch ticker, without a disk
+    /// cache.
     pub fn new(limits: AdapterLimits) -> anyhow::Result<AdapterHost> {
+        AdapterHost::with_cache(limits, None)
+    }
+
+    /// Like [`AdapterHost::new`], with compiled components kept in
+    /// `cache_dir`. A directory that cannot be created is logged and the
+    /// host runs without it.
+    pub fn with_cache(
+        limits: AdapterLimits,
+        cache_dir: Option<&Path>,
+    ) -> anyhow::Result<AdapterHost> {
         let engine = engine::build_engine()?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -109,6 +124,13 @@ impl AdapterHost {
         let tick =
             (limits.call_budget / 10).clamp(Duration::from_millis(1), Duration::from_millis(10));
         let ticker = engine::Ticker::start(&engine, tick)?;
+        let disk = cache_dir.and_then(|dir| match cache::DiskCache::open(dir, &engine) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("{e}; compiling adapters at every start");
+                None
+            }
+        });
         Ok(AdapterHost {
             inner: Arc::new(HostInner {
                 engine,
@@ -116,7 +138,9 @@ impl AdapterHost {
                 ticker,
                 limits,
                 compiled: Mutex::new(HashMap::new()),
+                disk,
                 compilations: AtomicU64::new(0),
+                disk_hits: AtomicU64::new(0),
             }),
         })
     }
@@ -126,9 +150,20 @@ impl AdapterHost {
         self.inner.limits
     }
 
-    /// How many components this process has compiled (cache misses).
+    /// How many components this process has compiled with Cranelift
+    /// (misses of both the in-memory and the disk cache).
     pub fn compilations(&self) -> u64 {
         self.inner.compilations.load(Ordering::Relaxed)
+    }
+
+    /// How many components were loaded from the disk cache.
+    pub fn disk_cache_hits(&self) -> u64 {
+        self.inner.disk_hits.load(Ordering::Relaxed)
+    }
+
+    /// The disk cache directory, if one is in use.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.inner.disk.as_ref().map(|d| d.dir())
     }
 
     /// Loads a built-in adapter by name.
@@ -164,9 +199,10 @@ impl AdapterHost {
             None => {
                 let host = self.clone();
                 let src = source.clone();
+                let key = hash.clone();
                 // Compiling takes tens of milliseconds to seconds: never on
                 // the async runtime's workers.
-                let pre = tokio::task::spawn_blocking(move || host.compile(&bytes, &src))
+                let pre = tokio::task::spawn_blocking(move || host.compile(&bytes, &key, &src))
                     .await
                     .map_err(|e| {
                         LoadError(format!("failed to load {source}: compile task failed: {e}"))
@@ -206,12 +242,39 @@ impl AdapterHost {
     fn compile(
         &self,
         bytes: &[u8],
+        hash: &str,
         source: &AdapterSource,
     ) -> Result<AdapterPre<HostState>, LoadError> {
         let engine = &self.inner.engine;
-        let component = Component::new(engine, bytes)
-            .map_err(|e| LoadError(format!("failed to compile {source}: {e:#}")))?;
-        self.inner.compilations.fetch_add(1, Ordering::Relaxed);
+        let cached = match &self.inner.disk {
+            Some(disk) => match disk.load(engine, hash) {
+                cache::Lookup::Hit(c) => Some(c),
+                cache::Lookup::Miss(reason) => {
+                    if let Some(r) = reason {
+                        tracing::warn!("component cache: {r}; recompiling {source}");
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        let component = match cached {
+            Some(c) => {
+                self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
+                c
+            }
+            None => {
+                let c = Component::new(engine, bytes)
+                    .map_err(|e| LoadError(format!("failed to compile {source}: {e:#}")))?;
+                self.inner.compilations.fetch_add(1, Ordering::Relaxed);
+                if let Some(disk) = &self.inner.disk
+                    && let Err(e) = disk.store(hash, &c)
+                {
+                    tracing::warn!("component cache: {e}");
+                }
+                c
+            }
+        };
         check_wit_version(engine, &component).map_err(|m| LoadError(format!("{source}: {m}")))?;
         let pre = self
             .inner

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use super::*;
 
 fn fixture(name: &str) -> PathBuf {
@@ -291,4 +293,97 @@ async fn a_transcript_checks_adapter_errors() {
         report.differences[0].message.contains("spawn failed"),
         "{report}"
     );
+}
+
+fn cache_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "amarre-cache-{tag}-{}-{}",
+        std::process::id(),
+        crate::util::now_ms()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn cached_host(dir: &std::path::Path) -> AdapterHost {
+    AdapterHost::with_cache(AdapterLimits::default(), Some(dir)).expect("adapter host")
+}
+
+fn artifacts(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_restarted_host_loads_compiled_components_from_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = cache_dir("hit");
+    let first = cached_host(&dir);
+    first.load_builtin("stdio").await.unwrap();
+    assert_eq!((first.compilations(), first.disk_cache_hits()), (1, 0));
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(artifacts(&dir).len(), 1);
+    // A new process (host) with the same directory compiles nothing.
+    let second = cached_host(&dir);
+    let stdio = second.load_builtin("stdio").await.unwrap();
+    assert_eq!((second.compilations(), second.disk_cache_hits()), (0, 1));
+    let mut inst = stdio.instantiate().await.unwrap();
+    assert_eq!(inst.spawn(&request(&[])).await.unwrap().command, "cat");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn corrupt_or_foreign_cache_entries_are_rebuilt_not_trusted() {
+    let dir = cache_dir("bad");
+    cached_host(&dir).load_builtin("stdio").await.unwrap();
+    let artifact = artifacts(&dir).remove(0);
+    // Corrupt: one flipped byte no longer matches the checksum.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let host = cached_host(&dir);
+    host.load_builtin("stdio").await.unwrap();
+    assert_eq!(
+        (host.compilations(), host.disk_cache_hits()),
+        (1, 0),
+        "recompiled"
+    );
+    assert_eq!(
+        cached_host(&dir).load_builtin("stdio").await.map(|_| ()),
+        Ok(())
+    );
+    // Foreign: garbage with a matching checksum is still refused by the
+    // engine's own checks and rebuilt.
+    let garbage = b"not a wasmtime artifact".to_vec();
+    std::fs::write(&artifact, &garbage).unwrap();
+    let sum: String = Sha256::digest(&garbage)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(artifact.with_extension("sha256"), sum).unwrap();
+    let host = cached_host(&dir);
+    host.load_builtin("stdio").await.unwrap();
+    assert_eq!(
+        (host.compilations(), host.disk_cache_hits()),
+        (1, 0),
+        "rebuilt"
+    );
+    let host = cached_host(&dir);
+    host.load_builtin("stdio").await.unwrap();
+    assert_eq!(
+        (host.compilations(), host.disk_cache_hits()),
+        (0, 1),
+        "the rebuilt entry is good"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

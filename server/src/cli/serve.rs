@@ -81,10 +81,15 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         tracing::warn!(host = %config.host, "binding a non-loopback address: anyone who can reach it can run agents as this user");
     }
 
-    let host = match AdapterHost::new(AdapterLimits {
-        call_budget: config.limits.adapter_call,
-        memory_bytes: config.limits.adapter_memory_bytes,
-    }) {
+    let env_now: HashMap<String, String> = std::env::vars().collect();
+    let cache_dir = crate::adapter::cache::default_dir(&env_now);
+    let host = match AdapterHost::with_cache(
+        AdapterLimits {
+            call_budget: config.limits.adapter_call,
+            memory_bytes: config.limits.adapter_memory_bytes,
+        },
+        cache_dir.as_deref(),
+    ) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("amarre: {e:#}");

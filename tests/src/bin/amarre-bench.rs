@@ -372,10 +372,22 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
 
     // Start-up and memory, with the echo instance only.
     let echo = json!([{"id": "echo", "agent": "stdio", "command": "cat"}]).to_string();
+    // Its own component cache: the first start is cold (compiles), the
+    // measured ones are warm.
+    let cache = std::env::temp_dir().join(format!("amarre-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let cache_str = cache.to_string_lossy().into_owned();
     let env = [
         ("AMARRE_INSTANCES_JSON", echo.as_str()),
         ("AMARRE_MAX_SESSIONS", "64"),
+        ("AMARRE_CACHE_DIR", cache_str.as_str()),
     ];
+    let cold = daemon::start(&bin, &env).await?;
+    let cold_ready = cold.ready.as_secs_f64() * 1e3;
+    let cold_rss = daemon::memory_kib(cold.child.id())
+        .map(|m| mib(m.0))
+        .unwrap_or(f64::NAN);
+    drop(cold);
     let mut ready = Vec::new();
     let mut idle = Vec::new();
     let mut idle8 = Vec::new();
@@ -407,8 +419,16 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
     }
     println!("| daemon | value |");
     println!("|---|---|");
-    println!("| start to ready /healthz (ms) | {} |", spread(&ready, 1));
-    println!("| RSS idle (MiB) | {} |", spread(&idle, 1));
+    println!("| start to ready /healthz, cold component cache (ms, one run) | {cold_ready:.1} |");
+    println!("| RSS idle, cold component cache (MiB, one run) | {cold_rss:.1} |");
+    println!(
+        "| start to ready /healthz, warm component cache (ms) | {} |",
+        spread(&ready, 1)
+    );
+    println!(
+        "| RSS idle, warm component cache (MiB) | {} |",
+        spread(&idle, 1)
+    );
     println!("| RSS with 8 idle sessions (MiB) | {} |", spread(&idle8, 1));
     println!(
         "| RSS after the throughput run (MiB) | {} |",
@@ -438,7 +458,14 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
         {"id": "claude", "agent": "claude-code", "command": fake},
     ])
     .to_string();
-    let d = daemon::start(&bin, &[("AMARRE_INSTANCES_JSON", both.as_str())]).await?;
+    let d = daemon::start(
+        &bin,
+        &[
+            ("AMARRE_INSTANCES_JSON", both.as_str()),
+            ("AMARRE_CACHE_DIR", cache_str.as_str()),
+        ],
+    )
+    .await?;
     let mut translated = Vec::new();
     let mut raw = Vec::new();
     for _ in 0..runs {
@@ -477,6 +504,7 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
     );
     println!();
     drop(d);
+    let _ = std::fs::remove_dir_all(&cache);
     translate_report(runs).await
 }
 
