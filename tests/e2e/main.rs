@@ -8,5 +8,6 @@ mod lifecycle;
 mod pi;
 mod push;
 mod reconnect;
+mod reload;
 mod rest;
 mod websocket;

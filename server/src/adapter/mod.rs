@@ -194,6 +194,7 @@ impl AdapterHost {
     ) -> Result<Arc<Adapter>, LoadError> {
         let hash = hex(&Sha256::digest(&bytes));
         let cached = self.lock_compiled().get(&hash).cloned();
+        let mut compiled = false;
         let pre = match cached {
             Some(pre) => pre,
             None => {
@@ -202,11 +203,13 @@ impl AdapterHost {
                 let key = hash.clone();
                 // Compiling takes tens of milliseconds to seconds: never on
                 // the async runtime's workers.
-                let pre = tokio::task::spawn_blocking(move || host.compile(&bytes, &key, &src))
-                    .await
-                    .map_err(|e| {
-                        LoadError(format!("failed to load {source}: compile task failed: {e}"))
-                    })??;
+                let (pre, fresh) =
+                    tokio::task::spawn_blocking(move || host.compile(&bytes, &key, &src))
+                        .await
+                        .map_err(|e| {
+                            LoadError(format!("failed to load {source}: compile task failed: {e}"))
+                        })??;
+                compiled = fresh;
                 self.lock_compiled().insert(hash.clone(), pre.clone());
                 pre
             }
@@ -225,6 +228,7 @@ impl AdapterHost {
             hash,
             source,
             loaded_at_ms: crate::util::now_ms(),
+            compiled,
             pre,
             host: self.inner.clone(),
         }))
@@ -239,12 +243,13 @@ impl AdapterHost {
 
     /// Compiles a component and checks it is an adapter of a WIT version
     /// this host has bindings for. Blocking.
+    /// Returns the pre-instantiated component and whether Cranelift ran.
     fn compile(
         &self,
         bytes: &[u8],
         hash: &str,
         source: &AdapterSource,
-    ) -> Result<AdapterPre<HostState>, LoadError> {
+    ) -> Result<(AdapterPre<HostState>, bool), LoadError> {
         let engine = &self.inner.engine;
         let cached = match &self.inner.disk {
             Some(disk) => match disk.load(engine, hash) {
@@ -258,6 +263,7 @@ impl AdapterHost {
             },
             None => None,
         };
+        let fresh = cached.is_none();
         let component = match cached {
             Some(c) => {
                 self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
@@ -282,6 +288,7 @@ impl AdapterHost {
             .instantiate_pre(&component)
             .map_err(|e| LoadError(format!("{source} cannot be linked: {e:#}")))?;
         AdapterPre::new(pre)
+            .map(|pre| (pre, fresh))
             .map_err(|e| LoadError(format!("{source} is not an amarre adapter: {e:#}")))
     }
 }
@@ -352,6 +359,8 @@ pub struct Adapter {
     pub source: AdapterSource,
     /// When it was loaded (ms since the epoch).
     pub loaded_at_ms: u64,
+    /// Whether this load ran Cranelift (false: a cache had it).
+    pub compiled: bool,
     pre: AdapterPre<HostState>,
     host: Arc<HostInner>,
 }

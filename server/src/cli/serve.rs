@@ -171,6 +171,21 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         files_root: files_root.clone(),
         push,
     });
+    let watcher = if config.limits.reload_watch {
+        crate::session::watch::start(runtime.clone(), config.limits.reload_debounce)
+    } else {
+        None
+    };
+    // SIGHUP reloads every adapter file that changed.
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        let rt = runtime.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(signal = "SIGHUP", "reloading changed adapter files");
+                crate::session::watch::reload_all(&rt).await;
+            }
+        });
+    }
     let app = Arc::new(App {
         sessions: Sessions::new(runtime),
     });
@@ -211,6 +226,9 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
     let _ = std::fs::remove_dir_all(&files_root);
     match served {
         Ok(()) => {

@@ -48,6 +48,10 @@ pub struct Limits {
     pub adapter_memory_bytes: usize,
     pub replay_records: usize,
     pub replay_bytes: usize,
+    /// Watch `agentPath` files and reload them when they change.
+    pub reload_watch: bool,
+    /// Quiet time after the last change of a file before it is reloaded.
+    pub reload_debounce: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +69,8 @@ impl Default for Limits {
             adapter_memory_bytes: 64 << 20,
             replay_records: 10_000,
             replay_bytes: 16 << 20,
+            reload_watch: true,
+            reload_debounce: Duration::from_millis(200),
         }
     }
 }
@@ -276,6 +282,10 @@ impl Config {
             l.adapter_memory_bytes = mb << 20;
         }
         count_var(get, "AMARRE_REPLAY_RECORDS", &mut l.replay_records)?;
+        if let Some(v) = get("AMARRE_RELOAD_WATCH") {
+            l.reload_watch = truthy(v);
+        }
+        ms_var(get, "AMARRE_RELOAD_DEBOUNCE_MS", &mut l.reload_debounce)?;
         bytes_var(get, "AMARRE_REPLAY_BYTES", &mut l.replay_bytes)?;
         if l.adapter_call.is_zero() {
             return Err(err("AMARRE_ADAPTER_CALL_MS", "must be at least 1"));

@@ -45,6 +45,8 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .route("/", any(root))
         .route("/healthz", get(rest::healthz))
         .route("/instances", get(rest::instances))
+        .route("/instances/{id}/reload", post(rest::reload_instance))
+        .route("/adapters", get(rest::adapters))
         .route(
             "/sessions",
             get(rest::list_sessions).post(rest::create_session),

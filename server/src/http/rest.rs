@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{App, error_json, is_upgrade};
+use crate::adapter::{AdapterSource, WIT_VERSION};
 use crate::push::store::valid_token;
+use crate::session::instances::Instance;
 use crate::session::{CreateError, CreateRequest, RestartError, SpawnFailure};
 
 fn body_object(body: &[u8]) -> serde_json::Map<String, Value> {
@@ -44,6 +46,83 @@ pub async fn instances(State(app): State<Arc<App>>) -> Response {
         .map(|i| json!({"id": i.config.id, "agent": i.adapter().info.name}))
         .collect();
     Json(list).into_response()
+}
+
+/// The listing entry of one instance's adapter (`GET /adapters`, and the
+/// answer to a reload).
+fn adapter_entry(app: &App, instance: &Instance) -> Value {
+    let a = instance.adapter();
+    let mut versions: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for s in app.sessions.list() {
+        if s.instance_id != instance.config.id {
+            continue;
+        }
+        if let Some(running) = s.running_adapter() {
+            versions
+                .entry(running.hash.clone())
+                .or_insert((running.info.version.clone(), 0))
+                .1 += 1;
+        }
+    }
+    let on_current = versions.get(&a.hash).map(|v| v.1).unwrap_or(0);
+    let (source, builtin) = match &a.source {
+        AdapterSource::Builtin(_) => ("built-in".to_owned(), true),
+        AdapterSource::File(p) => (p.display().to_string(), false),
+    };
+    json!({
+        "instance": instance.config.id,
+        "name": a.info.name,
+        "version": a.info.version,
+        "witVersion": WIT_VERSION,
+        "hash": a.hash,
+        "source": source,
+        "builtin": builtin,
+        "programs": a.info.programs,
+        "programEnv": a.info.program_env,
+        "capabilities": a.info.capabilities,
+        "loadedAt": a.loaded_at_ms,
+        "sessions": on_current,
+        "versions": versions
+            .into_iter()
+            .map(|(hash, (version, sessions))| json!({"hash": hash, "version": version, "sessions": sessions}))
+            .collect::<Vec<_>>(),
+        "lastReloadError": instance.last_error(),
+        "reloads": instance.reloads(),
+        "compilations": instance.compilations(),
+    })
+}
+
+pub async fn adapters(State(app): State<Arc<App>>) -> Response {
+    let list: Vec<Value> = app
+        .sessions
+        .runtime()
+        .instances
+        .all()
+        .iter()
+        .map(|i| adapter_entry(&app, i))
+        .collect();
+    Json(list).into_response()
+}
+
+/// `POST /instances/{id}/reload`: re-reads the instance's configured path
+/// (never one from the request) and answers once the reload is done.
+pub async fn reload_instance(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let rt = app.sessions.runtime();
+    let Some(instance) = rt.instances.get(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown_instance", "instanceId": id})),
+        )
+            .into_response();
+    };
+    match instance.reload(&rt.host).await {
+        Ok(_) => Json(adapter_entry(&app, &instance)).into_response(),
+        Err(detail) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": "reload_failed", "detail": detail})),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn list_sessions(State(app): State<Arc<App>>) -> Response {

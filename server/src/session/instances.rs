@@ -1,19 +1,59 @@
-//! Configured instances and the adapter version currently serving each.
-//! The registry is read on every spawn and swapped wholesale on reload, so
-//! it sits behind a plain `RwLock` that is never held across an await.
+//! Configured instances, the adapter version currently serving each, and
+//! hot reload (docs/hot-reload.md).
+//!
+//! A reload re-reads the instance's configured `agentPath` (never a path
+//! from a request), loads the component off the async runtime (or from a
+//! cache), and swaps it in for new sessions with one write of a lock that is
+//! never held across an await. The instance's generation counter tells live
+//! sessions, with one atomic load per record, that a newer version exists.
+//! Reloads of one instance are serialised: one that overlaps another waits
+//! for it and then finds nothing left to do.
 
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
 
 use crate::adapter::{Adapter, AdapterHost, AdapterSource};
 use crate::config::InstanceConfig;
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// A new version now serves new sessions.
+    Swapped { from: String, to: String },
+    /// The file holds the version already serving (or the instance is a
+    /// built-in, which has no file to re-read).
+    Unchanged,
+}
 
 /// One instance: its configuration and the adapter serving new sessions.
 pub struct Instance {
     pub config: InstanceConfig,
     adapter: RwLock<Arc<Adapter>>,
+    generation: AtomicU64,
+    reload_lock: tokio::sync::Mutex<()>,
+    last_error: Mutex<Option<String>>,
+    compilations: AtomicU64,
+    reloads: AtomicU64,
 }
 
 impl Instance {
+    fn new(config: InstanceConfig, adapter: Arc<Adapter>) -> Instance {
+        let compiled = u64::from(adapter.compiled);
+        Instance {
+            config,
+            adapter: RwLock::new(adapter),
+            generation: AtomicU64::new(0),
+            reload_lock: tokio::sync::Mutex::new(()),
+            last_error: Mutex::new(None),
+            compilations: AtomicU64::new(compiled),
+            reloads: AtomicU64::new(0),
+        }
+    }
+
     /// The adapter version new sessions use.
     pub fn adapter(&self) -> Arc<Adapter> {
         self.adapter
@@ -22,9 +62,87 @@ impl Instance {
             .clone()
     }
 
-    /// Replaces the adapter for new sessions.
-    pub fn set_adapter(&self, adapter: Arc<Adapter>) {
-        *self.adapter.write().unwrap_or_else(|p| p.into_inner()) = adapter;
+    /// Increases with every swap; sessions compare it per record.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Why the last reload failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    /// How many times this instance's adapter was compiled by Cranelift.
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// How many reloads swapped a new version in.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// The file this instance's adapter comes from, if any.
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.config.agent_path.as_ref()
+    }
+
+    /// Re-reads the configured file and swaps in the component it holds.
+    /// On failure the old version keeps serving and the error is kept for
+    /// the listing.
+    pub async fn reload(&self, host: &AdapterHost) -> Result<Reloaded, String> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let Some(path) = self.config.agent_path.clone() else {
+            return Ok(Reloaded::Unchanged);
+        };
+        let started = Instant::now();
+        let fail = |e: String| {
+            tracing::error!(instance = %self.config.id, path = %path.display(), "adapter reload failed, the old version keeps serving: {e}");
+            self.set_error(Some(e.clone()));
+            Err(e)
+        };
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) => return fail(format!("failed to read adapter {}: {e}", path.display())),
+        };
+        let current = self.adapter();
+        let hash: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if hash == current.hash {
+            self.set_error(None);
+            return Ok(Reloaded::Unchanged);
+        }
+        let next = match host.load(bytes, AdapterSource::File(path.clone())).await {
+            Ok(a) => a,
+            Err(e) => return fail(e.0),
+        };
+        if next.compiled {
+            self.compilations.fetch_add(1, Ordering::Relaxed);
+        }
+        let (from, to) = (current.label(), next.label());
+        *self.adapter.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.set_error(None);
+        tracing::info!(
+            instance = %self.config.id,
+            from = %from,
+            to = %to,
+            hash = %next.hash,
+            compiled = next.compiled,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "adapter reloaded; new sessions use the new version"
+        );
+        Ok(Reloaded::Swapped { from, to })
     }
 }
 
@@ -41,10 +159,7 @@ impl Instances {
         let mut list = Vec::with_capacity(configs.len());
         for config in configs {
             let adapter = load_adapter(host, config).await?;
-            list.push(Arc::new(Instance {
-                config: config.clone(),
-                adapter: RwLock::new(adapter),
-            }));
+            list.push(Arc::new(Instance::new(config.clone(), adapter)));
         }
         Ok(Instances {
             list: RwLock::new(list),
@@ -70,6 +185,30 @@ impl Instances {
     pub fn default_instance(&self) -> Option<Arc<Instance>> {
         self.get("default")
             .or_else(|| self.all().into_iter().next())
+    }
+
+    /// Replaces the instance list (a configuration reload): instances whose
+    /// configuration is unchanged keep their `Instance` (and adapter),
+    /// changed or new ones are loaded; removed ones disappear (their live
+    /// sessions finish, restarts answer 410). All or nothing.
+    pub async fn replace(
+        &self,
+        host: &AdapterHost,
+        configs: &[InstanceConfig],
+    ) -> Result<(), String> {
+        let old = self.all();
+        let mut next = Vec::with_capacity(configs.len());
+        for config in configs {
+            match old.iter().find(|i| &i.config == config) {
+                Some(same) => next.push(same.clone()),
+                None => {
+                    let adapter = load_adapter(host, config).await?;
+                    next.push(Arc::new(Instance::new(config.clone(), adapter)));
+                }
+            }
+        }
+        *self.list.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
     }
 }
 
@@ -114,6 +253,7 @@ pub async fn load_adapter(
             AdapterSource::Builtin(_) => "built-in".to_owned(),
             AdapterSource::File(p) => p.display().to_string(),
         },
+        compiled = loaded.compiled,
         "adapter loaded"
     );
     Ok(loaded)

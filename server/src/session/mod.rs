@@ -13,6 +13,7 @@ pub mod record;
 pub mod spawn;
 pub mod stream;
 mod task;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -186,6 +187,8 @@ pub struct SessionHandle {
     last_client_text_ms: AtomicU64,
     ctrl: mpsc::Sender<Control>,
     inbound: mpsc::Sender<Inbound>,
+    /// The adapter version serving the running agent (None when not running).
+    adapter: Mutex<Option<Arc<crate::adapter::Adapter>>>,
     rt: Arc<Runtime>,
 }
 
@@ -224,6 +227,14 @@ impl SessionHandle {
             exit_code: s.exited.then_some(s.exit_code),
             signal: s.exited.then(|| s.signal.clone()),
         }
+    }
+
+    /// The adapter version serving the running agent.
+    pub fn running_adapter(&self) -> Option<Arc<crate::adapter::Adapter>> {
+        self.adapter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A fresh client id.
@@ -404,6 +415,7 @@ impl Sessions {
             last_client_text_ms: AtomicU64::new(0),
             ctrl: ctrl_tx,
             inbound: in_tx,
+            adapter: Mutex::new(None),
             rt: self.rt.clone(),
         });
         tracing::info!(
@@ -414,7 +426,14 @@ impl Sessions {
             "session spawned"
         );
         self.lock().insert(id, handle.clone());
-        task::SessionTask::start(handle.clone(), self.rt.clone(), ctrl_rx, in_rx, started);
+        task::SessionTask::start(
+            handle.clone(),
+            self.rt.clone(),
+            ctrl_rx,
+            in_rx,
+            instance.clone(),
+            started,
+        );
         Ok(handle)
     }
 

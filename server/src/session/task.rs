@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::agent_io;
 use super::framing::{LineSplitter, Split};
+use super::instances::Instance;
 use super::record::{Head, parse_head};
 use super::spawn::{self, Started};
 use super::stream::{Stream, expects_answer, text_for};
@@ -32,7 +33,7 @@ use super::{
     AttachError, AttachOptions, Catchup, ClientSlot, Control, Inbound, Outbound, Queued,
     RestartError, Runtime, SessionHandle, Status,
 };
-use crate::adapter::{Adapter, AdapterInstance, CallError, Emit};
+use crate::adapter::{Adapter, AdapterInstance, CallError, Capability, Emit, SpawnRequest};
 use crate::process::{describe_exit, signal_group};
 
 /// How many request ids are remembered to send one push per id.
@@ -55,6 +56,13 @@ struct Client {
 
 /// One spawn of the agent, from start to exit.
 struct Run {
+    /// The instance, to notice (per record) that a newer adapter version
+    /// was swapped in.
+    instance: Arc<Instance>,
+    /// The instance generation this run's translator was checked against.
+    generation: u64,
+    /// The request the translator was created with (for a hand-over).
+    request: SpawnRequest,
     adapter: Arc<Adapter>,
     translator: Option<AdapterInstance>,
     through_from_client: bool,
@@ -147,6 +155,7 @@ impl SessionTask {
         rt: Arc<Runtime>,
         ctrl_rx: mpsc::Receiver<Control>,
         inbound_rx: mpsc::Receiver<Inbound>,
+        instance: Arc<Instance>,
         started: Started,
     ) {
         let limits = rt.config.limits.clone();
@@ -171,12 +180,12 @@ impl SessionTask {
             push_armed: HashSet::new(),
             push_armed_order: VecDeque::new(),
         };
-        task.install(started);
+        task.install(instance, started);
         tokio::spawn(task.main());
     }
 
     /// Takes over a freshly started agent.
-    fn install(&mut self, mut started: Started) {
+    fn install(&mut self, instance: Arc<Instance>, mut started: Started) {
         let limits = &self.rt.config.limits;
         if let Some(stderr) = started.child.stderr.take() {
             tokio::spawn(agent_io::log_stderr(self.handle.id.clone(), stderr));
@@ -189,7 +198,15 @@ impl SessionTask {
         self.stdin_records = 0;
         self.exited = None;
         self.drain_deadline = None;
+        *self
+            .handle
+            .adapter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(started.adapter.clone());
         self.run = Some(Run {
+            generation: instance.generation(),
+            instance,
+            request: started.request,
             through_from_client: started.spec.passthrough_from_client
                 || started.translator.is_none(),
             through_from_agent: started.spec.passthrough_from_agent || started.translator.is_none(),
@@ -408,7 +425,7 @@ impl SessionTask {
             })?;
         let pid = started.pid;
         tracing::info!(session = %self.handle.id, adapter = %started.adapter.label(), pid, "session restarted");
-        self.install(started);
+        self.install(instance, started);
         let mut state = self.handle.lock();
         state.status = Status::Running;
         state.spawned_at = crate::util::now_ms();
@@ -440,6 +457,11 @@ impl SessionTask {
         }
         self.child = None;
         self.handle.lock().pid = None;
+        *self
+            .handle
+            .adapter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         remove_files(&run);
     }
 
@@ -517,6 +539,8 @@ impl SessionTask {
             self.publish(utf8(line));
             return;
         }
+        self.follow_reload().await;
+        let Some(run) = self.run.as_mut() else { return };
         let Some(translator) = run.translator.as_mut() else {
             return;
         };
@@ -627,6 +651,8 @@ impl SessionTask {
             self.queue_to_agent(record.line);
             return;
         }
+        self.follow_reload().await;
+        let Some(run) = self.run.as_mut() else { return };
         let Some(translator) = run.translator.as_mut() else {
             return;
         };
@@ -664,6 +690,67 @@ impl SessionTask {
                 self.stdin_records = 0;
             }
         }
+    }
+
+    // ----- hot reload ------------------------------------------------------
+
+    /// At a record boundary: if the instance swapped in a newer version of
+    /// this adapter and both versions declare `state-handover`, move the
+    /// translator over (save on the old, create with that state on the new).
+    /// Otherwise the session finishes on the version it started with. One
+    /// atomic load per record when nothing changed.
+    async fn follow_reload(&mut self) {
+        let Some(run) = self.run.as_mut() else { return };
+        let generation = run.instance.generation();
+        if generation == run.generation {
+            return;
+        }
+        // One attempt per new generation.
+        run.generation = generation;
+        let next = run.instance.adapter();
+        let session = &self.handle.id;
+        if Arc::ptr_eq(&next, &run.adapter) || run.translator.is_none() {
+            return;
+        }
+        let both = run.adapter.info.has(Capability::StateHandover)
+            && next.info.has(Capability::StateHandover);
+        if !both || next.info.name != run.adapter.info.name {
+            tracing::info!(session = %session, from = %run.adapter.label(), to = %next.label(), "no state hand-over between these versions; the session stays on its version");
+            return;
+        }
+        let Some(old) = run.translator.as_mut() else {
+            return;
+        };
+        let saved = match old.save().await {
+            Ok(Some(state)) => state,
+            Ok(None) => {
+                tracing::info!(session = %session, adapter = %run.adapter.label(), "the adapter saved no state; the session stays on its version");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "saving translator state failed; the session stays on its version");
+                return;
+            }
+        };
+        let mut fresh = match next.instantiate().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "the new version cannot be instantiated; the session stays on its version");
+                return;
+            }
+        };
+        if let Err(e) = fresh.create_session(&run.request, Some(&saved)).await {
+            tracing::warn!(session = %session, error = %e, "the new version refused the saved state; the session stays on its version");
+            return;
+        }
+        tracing::info!(session = %session, from = %run.adapter.label(), to = %next.label(), hash = %next.hash, "session moved to the new adapter version");
+        run.translator = Some(fresh);
+        run.adapter = next.clone();
+        *self
+            .handle
+            .adapter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(next);
     }
 
     // ----- failures --------------------------------------------------------
@@ -725,6 +812,11 @@ impl SessionTask {
             signal_group(run.pgid, libc::SIGKILL);
         }
         self.drop_io();
+        *self
+            .handle
+            .adapter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         {
             let mut state = self.handle.lock();
             state.status = Status::Crashed;

@@ -58,6 +58,12 @@ enum Cmd {
     Baseline,
     /// Translator cost per record through the host.
     Translate,
+    /// Hot-reload time of the claude-code component, uncached and cached.
+    Reload {
+        /// The daemon binary (default: `amarre` next to this program).
+        #[arg(long)]
+        daemon: Option<PathBuf>,
+    },
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -344,6 +350,91 @@ async fn translate_report(runs: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The claude-code component with a custom section appended (a new file
+/// content, as a rebuild would make).
+fn variant(original: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"amarre-bench";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = original.to_vec();
+    out.push(0);
+    let mut n = payload.len();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+async fn reload_report(bin: PathBuf, runs: usize) -> Result<(), String> {
+    let bin = bin.to_string_lossy().into_owned();
+    let dir = std::env::temp_dir().join(format!("amarre-bench-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join("claude-code.wasm");
+    let original = amarre::adapter::builtin::bytes("claude-code")
+        .ok_or("no claude-code built-in")?
+        .to_vec();
+    std::fs::write(&file, &original).map_err(|e| e.to_string())?;
+    let instances = json!([{"id": "c", "agentPath": file, "command": "cat"}]).to_string();
+    let cache = dir.join("cache").to_string_lossy().into_owned();
+    let d = daemon::start(
+        &bin,
+        &[
+            ("AMARRE_INSTANCES_JSON", instances.as_str()),
+            ("AMARRE_RELOAD_WATCH", "0"),
+            ("AMARRE_CACHE_DIR", cache.as_str()),
+        ],
+    )
+    .await?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let reload = || async {
+        let t = Instant::now();
+        let r = http
+            .post(format!("{}/instances/c/reload", d.url))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if !r.status().is_success() {
+            return Err(format!("reload answered {}", r.status()));
+        }
+        Ok::<f64, String>(ms)
+    };
+    let mut uncached = Vec::new();
+    let mut cached = Vec::new();
+    for run in 0..runs {
+        std::fs::write(&file, variant(&original, &format!("run-{run}")))
+            .map_err(|e| e.to_string())?;
+        uncached.push(reload().await?);
+        std::fs::write(&file, &original).map_err(|e| e.to_string())?;
+        cached.push(reload().await?);
+    }
+    println!("| reload of the claude-code component (516 KiB) | ms, POST to 200 |");
+    println!("|---|---|");
+    println!(
+        "| a new component (compiled by Cranelift) | {} |",
+        spread(&uncached, 1)
+    );
+    println!(
+        "| a known component (compiled-component cache) | {} |",
+        spread(&cached, 2)
+    );
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -505,7 +596,9 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
     println!();
     drop(d);
     let _ = std::fs::remove_dir_all(&cache);
-    translate_report(runs).await
+    translate_report(runs).await?;
+    println!();
+    reload_report(PathBuf::from(bin), runs).await
 }
 
 #[tokio::main]
@@ -551,6 +644,9 @@ async fn main() {
             Ok(())
         }
         Cmd::Translate => translate_report(cli.runs).await,
+        Cmd::Reload { daemon } => {
+            reload_report(daemon.unwrap_or_else(|| sibling("amarre")), cli.runs).await
+        }
     };
     if let Err(e) = result {
         eprintln!("amarre-bench: {e}");
