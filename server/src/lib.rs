@@ -15,6 +15,7 @@ pub mod adapter;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod ops;
 pub mod process;
 pub mod push;
 pub mod session;

@@ -5,6 +5,7 @@
 mod claude;
 mod harness;
 mod lifecycle;
+mod ops;
 mod pi;
 mod push;
 mod reconnect;

@@ -97,6 +97,8 @@ struct HostInner {
     disk: Option<cache::DiskCache>,
     compilations: AtomicU64,
     disk_hits: AtomicU64,
+    calls: AtomicU64,
+    traps: AtomicU64,
 }
 
 impl AdapterHost {
@@ -141,6 +143,8 @@ impl AdapterHost {
                 disk,
                 compilations: AtomicU64::new(0),
                 disk_hits: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
+                traps: AtomicU64::new(0),
             }),
         })
     }
@@ -154,6 +158,14 @@ impl AdapterHost {
     /// (misses of both the in-memory and the disk cache).
     pub fn compilations(&self) -> u64 {
         self.inner.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Guest calls made, and how many of them trapped.
+    pub fn calls_and_traps(&self) -> (u64, u64) {
+        (
+            self.inner.calls.load(Ordering::Relaxed),
+            self.inner.traps.load(Ordering::Relaxed),
+        )
     }
 
     /// How many components were loaded from the disk cache.
@@ -463,11 +475,13 @@ impl AdapterInstance {
             });
         }
         self.store.set_epoch_deadline(self.budget_ticks);
+        self.host.calls.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn end<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, CallError> {
         result.map_err(|e| {
+            self.host.traps.fetch_add(1, Ordering::Relaxed);
             let detail = describe_trap(&e, &self.host.limits);
             self.poisoned = Some(detail.clone());
             CallError::Trap {

@@ -2,7 +2,9 @@
 //! Parsing and dispatch only; each command lives in its own module.
 
 pub mod adapters;
+pub mod config;
 pub mod serve;
+pub mod sessions;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,8 @@ pub fn main() -> ! {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Adapters(args) => adapters::run(args).await,
+            Command::Config(args) => config::run(args),
+            Command::Sessions(args) => sessions::run(args).await,
         }
     });
     // Do not wait for detached tasks (sockets being closed) to finish.
@@ -45,7 +49,8 @@ pub fn main() -> ! {
     long_about = "amarre spawns coding agents, proxies their JSON-lines stdio over WebSockets, relays \
 permission questions to the remote user and sends push notifications. Agent-specific logic lives in \
 sandboxed WebAssembly adapters.\n\nConfiguration comes from flags, then AMARRE_* environment variables, \
-then defaults. See README.md and docs/PROTOCOL.md."
+then the configuration file, then defaults. See README.md and docs/PROTOCOL.md.\n\n\
+Exit codes: 0 success, 1 failure at run time (or a failed check), 2 usage or configuration error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -56,13 +61,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
-    /// List the built-in adapters, or check and export adapter components.
+    /// The adapters a daemon has loaded; check, test, record and export components.
     Adapters(adapters::AdaptersArgs),
+    /// Validate a configuration and print the effective one.
+    Config(config::ConfigArgs),
+    /// List, create, delete and restart sessions of a running daemon.
+    Sessions(sessions::SessionsArgs),
 }
 
 /// Flags of `amarre serve`; each overrides the variable named in its help.
 #[derive(Debug, Args, Default)]
 pub struct ServeArgs {
+    /// Configuration file (TOML) [env: AMARRE_CONFIG].
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
     /// Bind address [env: AMARRE_HOST] [default: 127.0.0.1].
     #[arg(long)]
     pub host: Option<String>,
@@ -100,6 +112,7 @@ impl ServeArgs {
     /// The flags as configuration overrides.
     pub fn overrides(&self) -> crate::config::Overrides {
         crate::config::Overrides {
+            config: self.config.clone(),
             host: self.host.clone(),
             port: self.port,
             max_sessions: self.max_sessions,

@@ -1,6 +1,7 @@
-//! Configuration: defaults, the environment (the original's variable names
-//! and ours, PROTOCOL.md section 9) and command-line flags, in that order of
-//! increasing precedence. Parsing only: nothing here opens sockets or loads
+//! Configuration: defaults, the configuration file ([`file`]), the
+//! environment (the original's variable names and ours, PROTOCOL.md section
+//! 9) and command-line flags, in that order of increasing precedence.
+//! Instances come wholly from the highest layer that defines any. Parsing only: nothing here opens sockets or loads
 //! adapters. Every error names the variable (or flag) and what is wrong.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -9,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub mod file;
 
 /// The default port of the original and of this implementation.
 pub const DEFAULT_PORT: u16 = 8341;
@@ -117,6 +120,12 @@ pub struct Config {
     pub limits: Limits,
     pub push: PushConfig,
     pub log_format: LogFormat,
+    /// A `tracing` filter (`info,amarre=debug`); `AMARRE_LOG` or `RUST_LOG`.
+    pub log_filter: Option<String>,
+    /// The compiled-component cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// The configuration file this came from (re-read on SIGHUP).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -132,6 +141,9 @@ impl Default for Config {
             limits: Limits::default(),
             push: PushConfig::default(),
             log_format: LogFormat::Text,
+            log_filter: None,
+            cache_dir: None,
+            config_file: None,
         }
     }
 }
@@ -169,6 +181,8 @@ fn err(setting: &str, problem: impl Into<String>) -> ConfigError {
 /// Values given on the command line; each overrides its variable.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// The configuration file (`--config`; else `AMARRE_CONFIG`).
+    pub config: Option<PathBuf>,
     pub host: Option<String>,
     pub port: Option<u16>,
     pub max_sessions: Option<usize>,
@@ -199,19 +213,54 @@ struct InstanceJson {
 }
 
 impl Config {
-    /// Builds the configuration from the process environment and flags.
+    /// Builds the configuration from the process environment, flags, and the
+    /// configuration file they name (`--config`, else `AMARRE_CONFIG`).
     pub fn load(flags: &Overrides) -> Result<Config, ConfigError> {
         let env: HashMap<String, String> = std::env::vars().collect();
-        Config::from_sources(&env, flags)
+        Config::load_from(&env, flags)
     }
 
-    /// Builds the configuration from an environment map and flags.
+    /// Like [`Config::load`] with an explicit environment.
+    pub fn load_from(
+        env: &HashMap<String, String>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let path = flags.config.clone().or_else(|| {
+            env.get("AMARRE_CONFIG")
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from)
+        });
+        match path {
+            Some(path) => {
+                let file = file::FileConfig::read(&path)?;
+                Config::from_layers(Some((&path, &file)), env, flags)
+            }
+            None => Config::from_layers(None, env, flags),
+        }
+    }
+
+    /// Builds the configuration from an environment map and flags (no file).
     pub fn from_sources(
+        env: &HashMap<String, String>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        Config::from_layers(None, env, flags)
+    }
+
+    /// Defaults, then the file, then the environment, then the flags.
+    pub fn from_layers(
+        file: Option<(&std::path::Path, &file::FileConfig)>,
         env: &HashMap<String, String>,
         flags: &Overrides,
     ) -> Result<Config, ConfigError> {
         let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let mut cfg = Config::default();
+        let mut file_instances = None;
+        if let Some((path, f)) = file {
+            f.apply(path, &mut cfg)?;
+            file_instances = f.instances(path)?;
+            cfg.config_file = Some(path.to_owned());
+        }
 
         let host_var = if flags.host.is_some() {
             "--host"
@@ -236,13 +285,29 @@ impl Config {
         } else if let Some(v) = get("AMARRE_MAX_SESSIONS") {
             cfg.max_sessions = parse_num(v, "AMARRE_MAX_SESSIONS")?;
         }
-        cfg.allow_non_loopback =
-            flags.allow_non_loopback || get("AMARRE_ALLOW_NON_LOOPBACK").is_some_and(truthy);
-        cfg.allowed_hosts = list(get("AMARRE_ALLOWED_HOSTS"));
-        cfg.allowed_origins = list(get("AMARRE_ALLOWED_ORIGINS"))
-            .into_iter()
-            .map(|o| o.trim_end_matches('/').to_owned())
-            .collect();
+        if flags.allow_non_loopback {
+            cfg.allow_non_loopback = true;
+        } else if let Some(v) = get("AMARRE_ALLOW_NON_LOOPBACK") {
+            cfg.allow_non_loopback = truthy(v);
+        }
+        if let Some(v) = get("AMARRE_ALLOWED_HOSTS") {
+            cfg.allowed_hosts = list(Some(v));
+        }
+        if let Some(v) = get("AMARRE_ALLOWED_ORIGINS") {
+            cfg.allowed_origins = list(Some(v))
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect();
+        }
+        if let Some(f) = get("AMARRE_LOG").or(get("RUST_LOG")) {
+            cfg.log_filter = Some(f.to_owned());
+        }
+        if let Some(d) = get("AMARRE_CACHE_DIR") {
+            cfg.cache_dir = Some(PathBuf::from(d));
+        }
+        if cfg.cache_dir.is_none() {
+            cfg.cache_dir = crate::adapter::cache::default_dir(env);
+        }
         if let Some(v) = flags.log_format.as_deref().or(get("AMARRE_LOG_FORMAT")) {
             cfg.log_format = match v {
                 "text" => LogFormat::Text,
@@ -305,7 +370,7 @@ impl Config {
             cfg.push.expo_url = u.to_owned();
         }
 
-        cfg.instances = instances(env, flags)?;
+        cfg.instances = instances(env, flags, file_instances)?;
         Ok(cfg)
     }
 
@@ -323,6 +388,7 @@ impl Config {
 fn instances(
     env: &HashMap<String, String>,
     flags: &Overrides,
+    from_file: Option<Vec<InstanceConfig>>,
 ) -> Result<Vec<InstanceConfig>, ConfigError> {
     let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
     // Instances come wholly from the highest layer that defines any.
@@ -353,6 +419,18 @@ fn instances(
         return Ok(list);
     }
 
+    let shortcuts = shortcut_flags
+        || [
+            "AMARRE_AGENT",
+            "AMARRE_AGENT_PATH",
+            "AMARRE_COMMAND",
+            "AMARRE_ARGS_JSON",
+        ]
+        .iter()
+        .any(|k| get(k).is_some());
+    if let (Some(list), false) = (from_file, shortcuts) {
+        return Ok(list);
+    }
     let mut inst = InstanceConfig {
         id: "default".into(),
         ..Default::default()
@@ -591,5 +669,222 @@ mod tests {
         )
         .unwrap();
         assert_eq!(raw.instances[0].agent.as_deref(), Some("claude-code-raw"));
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    fn write(text: &str) -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("amarre-cfg-{}-{n}.toml", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn load(text: &str, env: &[(&str, &str)], flags: Overrides) -> Result<Config, ConfigError> {
+        let path = write(text);
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let flags = Overrides {
+            config: Some(path.clone()),
+            ..flags
+        };
+        let out = Config::load_from(&env, &flags);
+        std::fs::remove_file(path).ok();
+        out
+    }
+
+    const FILE: &str = r#"
+[server]
+host = "127.0.0.2"
+port = 9100
+max_sessions = 3
+allowed_hosts = ["box.lan"]
+
+[limits]
+kill_grace_ms = 1500
+adapter_memory_mb = 32
+
+[push]
+tokens_path = "/var/lib/amarre/push.json"
+grace_ms = 5000
+
+[log]
+format = "json"
+
+[[instances]]
+id = "pi"
+agent = "pi"
+env = { PI_TELEMETRY = "1" }
+
+[[instances]]
+id = "claude"
+agent = "claude-code"
+command = "/opt/claude"
+args = ["--verbose"]
+"#;
+
+    #[test]
+    fn the_file_sets_everything_it_names() {
+        let c = load(FILE, &[], Overrides::default()).unwrap();
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 2]));
+        assert_eq!(c.port, 9100);
+        assert_eq!(c.max_sessions, 3);
+        assert_eq!(c.allowed_hosts, vec!["box.lan".to_string()]);
+        assert_eq!(c.limits.kill_grace, Duration::from_millis(1500));
+        assert_eq!(c.limits.adapter_memory_bytes, 32 << 20);
+        assert_eq!(c.limits.max_line_bytes, Limits::default().max_line_bytes);
+        assert_eq!(
+            c.push.tokens_path.as_deref(),
+            Some(std::path::Path::new("/var/lib/amarre/push.json"))
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.instances.len(), 2);
+        assert_eq!(c.instances[0].env["PI_TELEMETRY"], "1");
+        assert_eq!(c.instances[1].command.as_deref(), Some("/opt/claude"));
+        assert_eq!(c.instances[1].args, vec!["--verbose".to_string()]);
+        assert!(c.config_file.is_some());
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file() {
+        let c = load(
+            FILE,
+            &[("AMARRE_PORT", "9200"), ("AMARRE_MAX_SESSIONS", "4")],
+            Overrides {
+                max_sessions: Some(5),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.port, 9200, "environment over file");
+        assert_eq!(c.max_sessions, 5, "flag over environment");
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 2]), "file over default");
+        assert_eq!(
+            c.allowed_hosts,
+            vec!["box.lan".to_string()],
+            "an unset variable keeps the file's value"
+        );
+    }
+
+    #[test]
+    fn instances_come_wholly_from_the_highest_layer_defining_any() {
+        // The environment's shortcut defines instances: the file's are ignored.
+        let c = load(
+            FILE,
+            &[("AMARRE_AGENT", "stdio"), ("AMARRE_COMMAND", "cat")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.instances.len(), 1);
+        assert_eq!(c.instances[0].id, "default");
+        assert_eq!(c.instances[0].agent.as_deref(), Some("stdio"));
+        let c = load(
+            FILE,
+            &[("AMARRE_INSTANCES_JSON", r#"[{"id":"x","agent":"pi"}]"#)],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.instances
+                .iter()
+                .map(|i| i.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["x"]
+        );
+        // A flag beats both.
+        let c = load(
+            FILE,
+            &[("AMARRE_INSTANCES_JSON", r#"[{"id":"x","agent":"pi"}]"#)],
+            Overrides {
+                agent: Some("stdio".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.instances[0].id, "default");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_them() {
+        let e = load("[server]\nhots = \"x\"\n", &[], Overrides::default()).unwrap_err();
+        assert!(e.setting.starts_with("config file "), "{e}");
+        assert!(e.problem.contains("hots"), "{e}");
+        let e = load("[sever]\nhost = \"x\"\n", &[], Overrides::default()).unwrap_err();
+        assert!(e.problem.contains("sever"), "{e}");
+        let e = load(
+            "[[instances]]\nid = \"a\"\nagnet = \"pi\"\n",
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.problem.contains("agnet"), "{e}");
+        let e = load("[server]\nport = \"high\"\n", &[], Overrides::default()).unwrap_err();
+        assert!(e.problem.contains("port"), "{e}");
+        let e = load("[log]\nformat = \"xml\"\n", &[], Overrides::default()).unwrap_err();
+        assert!(e.problem.contains("log.format"), "{e}");
+        let e = load("[[instances]]\nid = \"a\"\nagent = \"pi\"\n[[instances]]\nid = \"a\"\nagent = \"pi\"\n", &[], Overrides::default())
+            .unwrap_err();
+        assert!(e.problem.contains("duplicate instance id `a`"), "{e}");
+        let e = load("not = [toml", &[], Overrides::default()).unwrap_err();
+        assert!(e.setting.contains("config file"), "{e}");
+    }
+
+    #[test]
+    fn every_known_key_is_accepted_and_printed_back() {
+        let mut doc = String::new();
+        let mut sections: Vec<&str> = file::KNOWN_KEYS
+            .iter()
+            .map(|k| k.split('.').next().unwrap())
+            .collect();
+        sections.dedup();
+        for section in sections {
+            let keys: Vec<&str> = file::KNOWN_KEYS
+                .iter()
+                .filter(|k| k.starts_with(&format!("{section}.")))
+                .map(|k| &k[section.len() + 1..])
+                .collect();
+            doc.push_str(if section == "instances" {
+                "[[instances]]\n"
+            } else {
+                ""
+            });
+            if section != "instances" {
+                doc.push_str(&format!("[{section}]\n"));
+            }
+            for key in keys {
+                let value = match key {
+                    "host" => "\"127.0.0.1\"",
+                    "allowed_hosts" | "allowed_origins" | "args" => "[\"a\"]",
+                    "allow_non_loopback" | "reload_watch" => "true",
+                    "cache_dir" | "tokens_path" | "agent_path" => "\"/tmp/x\"",
+                    "expo_url" => "\"https://example.com/push\"",
+                    "format" => "\"json\"",
+                    "filter" => "\"info\"",
+                    "id" | "agent" | "command" => "\"x\"",
+                    "env" => "{ A = \"1\" }",
+                    _ => "7",
+                };
+                doc.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        let c = load(&doc, &[], Overrides::default()).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+        let printed = file::to_toml(&c);
+        for key in file::KNOWN_KEYS {
+            let name = key.rsplit('.').next().unwrap();
+            assert!(
+                printed.contains(&format!("{name} =")) || printed.contains(&format!(".{name}]")),
+                "{key} missing from:\n{printed}"
+            );
+        }
+        // What config check prints is itself a valid file.
+        let again = load(&printed, &[], Overrides::default()).unwrap();
+        assert_eq!(again.instances, c.instances);
+        assert_eq!(again.limits, c.limits);
     }
 }

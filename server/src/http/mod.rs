@@ -44,6 +44,7 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
     Router::new()
         .route("/", any(root))
         .route("/healthz", get(rest::healthz))
+        .route("/metrics", get(rest::metrics))
         .route("/instances", get(rest::instances))
         .route("/instances/{id}/reload", post(rest::reload_instance))
         .route("/adapters", get(rest::adapters))

@@ -36,6 +36,33 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok", "version": crate::VERSION})).into_response()
 }
 
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    use crate::session::Status;
+    let rt = app.sessions.runtime();
+    let sessions = app.sessions.list();
+    let count = |st: Status| sessions.iter().filter(|s| s.status() == st).count() as u64;
+    let (calls, traps) = rt.host.calls_and_traps();
+    let gauges = crate::ops::metrics::Gauges {
+        running: count(Status::Running),
+        crashed: count(Status::Crashed),
+        stopped: count(Status::Stopped),
+        clients: sessions.iter().map(|s| s.summary().clients as u64).sum(),
+        adapter_calls: calls,
+        adapter_traps: traps,
+        compilations: rt.host.compilations(),
+        instances: rt.instances.all().len() as u64,
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        rt.metrics.render(&gauges),
+    )
+        .into_response()
+}
+
 pub async fn instances(State(app): State<Arc<App>>) -> Response {
     let list: Vec<Value> = app
         .sessions
@@ -115,7 +142,7 @@ pub async fn reload_instance(State(app): State<Arc<App>>, Path(id): Path<String>
         )
             .into_response();
     };
-    match instance.reload(&rt.host).await {
+    match instance.reload(&rt.host, &rt.metrics).await {
         Ok(_) => Json(adapter_entry(&app, &instance)).into_response(),
         Err(detail) => (
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -167,10 +167,12 @@ async fn read_loop(
                 let bytes = Bytes::from(frame.clone());
                 for line in split_frame(frame.as_str()) {
                     if line.len() > limits.max_line_bytes {
+                        crate::ops::metrics::add(&handle.metrics().dropped_too_long, 1);
                         tracing::warn!(session = %handle.id, client, bytes = line.len(), "dropped a client record longer than the limit");
                         continue;
                     }
                     let Some(head) = parse_head(line.as_bytes()) else {
+                        crate::ops::metrics::add(&handle.metrics().dropped_not_json, 1);
                         tracing::warn!(session = %handle.id, client, bytes = line.len(), "dropped a client record that is not JSON");
                         continue;
                     };

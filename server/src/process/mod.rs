@@ -128,6 +128,49 @@ pub fn group_alive(pgid: u32) -> bool {
     unsafe { libc::kill(-pgid, 0) == 0 }
 }
 
+/// Whether any process of group `pgid` still runs, zombies excluded (they
+/// hold no resources and may wait for another parent to reap them). Reads
+/// `/proc`; a member that vanishes while it is read counts as gone.
+pub fn group_running(pgid: u32) -> bool {
+    if !group_alive(pgid) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let want = pgid.to_string();
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // After the command (which may contain spaces): state ppid pgrp ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[2] == want && fields[0] != "Z"
+    })
+}
+
+/// Waits (up to `within`) until no process of group `pgid` runs.
+pub async fn wait_group_gone(pgid: u32, within: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while group_running(pgid) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    true
+}
+
 /// How a process ended: its exit code, or the name of the signal that
 /// killed it.
 pub fn describe_exit(status: ExitStatus) -> (Option<i32>, Option<String>) {

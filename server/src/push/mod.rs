@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::PushConfig;
+use crate::ops::metrics::{Metrics, add};
 use crate::session::SessionHandle;
 pub use store::{PushToken, TokenStore};
 
@@ -29,11 +30,12 @@ pub struct PushService {
     store: TokenStore,
     http: reqwest::Client,
     url: String,
+    metrics: Arc<Metrics>,
 }
 
 impl PushService {
     /// Opens the token store. `Err` (with a line for the log) disables push.
-    pub fn open(config: &PushConfig) -> Result<Arc<PushService>, String> {
+    pub fn open(config: &PushConfig, metrics: Arc<Metrics>) -> Result<Arc<PushService>, String> {
         let Some(path) = &config.tokens_path else {
             return Err("AMARRE_PUSH_TOKENS_PATH is not set".into());
         };
@@ -47,6 +49,7 @@ impl PushService {
             store,
             http,
             url: config.expo_url.clone(),
+            metrics,
         }))
     }
 
@@ -139,6 +142,7 @@ impl PushService {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(url = %self.url, error = %e, "push provider unreachable; nothing sent");
+                add(&self.metrics.push_failed, chunk.len() as u64);
                 return 0;
             }
         };
@@ -146,6 +150,7 @@ impl PushService {
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
             tracing::warn!(url = %self.url, status = status.as_u16(), "push provider refused the request; tokens kept");
+            add(&self.metrics.push_failed, chunk.len() as u64);
             return 0;
         }
         let tickets = match serde_json::from_str::<Value>(&text) {
@@ -153,11 +158,13 @@ impl PushService {
                 Some(Value::Array(t)) => t.clone(),
                 _ => {
                     tracing::warn!(url = %self.url, "malformed push provider answer (no data array); tokens kept");
+                    add(&self.metrics.push_failed, chunk.len() as u64);
                     return 0;
                 }
             },
             _ => {
                 tracing::warn!(url = %self.url, "malformed push provider answer (not JSON); tokens kept");
+                add(&self.metrics.push_failed, chunk.len() as u64);
                 return 0;
             }
         };
@@ -175,6 +182,11 @@ impl PushService {
                 tracing::warn!(error, message = %ticket["message"], "push ticket error; token kept");
             }
         }
+        add(&self.metrics.push_sent, ok as u64);
+        add(
+            &self.metrics.push_failed,
+            (chunk.len().min(tickets.len()) - ok) as u64,
+        );
         if !gone.is_empty() {
             tracing::info!(
                 count = gone.len(),

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::adapter::{Adapter, AdapterHost, AdapterSource};
 use crate::config::InstanceConfig;
+use crate::ops::metrics::{Metrics, add};
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,13 +98,14 @@ impl Instance {
     /// Re-reads the configured file and swaps in the component it holds.
     /// On failure the old version keeps serving and the error is kept for
     /// the listing.
-    pub async fn reload(&self, host: &AdapterHost) -> Result<Reloaded, String> {
+    pub async fn reload(&self, host: &AdapterHost, metrics: &Metrics) -> Result<Reloaded, String> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let Some(path) = self.config.agent_path.clone() else {
             return Ok(Reloaded::Unchanged);
         };
         let started = Instant::now();
         let fail = |e: String| {
+            add(&metrics.reloads_failed, 1);
             tracing::error!(instance = %self.config.id, path = %path.display(), "adapter reload failed, the old version keeps serving: {e}");
             self.set_error(Some(e.clone()));
             Err(e)
@@ -132,6 +134,7 @@ impl Instance {
         *self.adapter.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.reloads.fetch_add(1, Ordering::Relaxed);
+        add(&metrics.reloads_ok, 1);
         self.set_error(None);
         tracing::info!(
             instance = %self.config.id,

@@ -43,6 +43,7 @@ pub struct Runtime {
     /// Root of the per-session private directories.
     pub files_root: PathBuf,
     pub push: Option<Arc<PushService>>,
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 /// A session's lifecycle state.
@@ -237,6 +238,11 @@ impl SessionHandle {
             .clone()
     }
 
+    /// The daemon's counters.
+    pub fn metrics(&self) -> &crate::ops::metrics::Metrics {
+        &self.rt.metrics
+    }
+
     /// A fresh client id.
     pub fn next_client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Ordering::Relaxed)
@@ -392,8 +398,10 @@ impl Sessions {
             .await
             .map_err(|e| {
                 tracing::warn!(instance = %instance.config.id, reason = e.reason, detail = %e.detail, "failed to spawn an agent");
+                crate::ops::metrics::add(&self.rt.metrics.spawn_failures, 1);
                 CreateError::Spawn(e)
             })?;
+        crate::ops::metrics::add(&self.rt.metrics.sessions_created, 1);
         let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
         let (in_tx, in_rx) = mpsc::channel(64);
         let handle = Arc::new(SessionHandle {

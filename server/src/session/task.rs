@@ -34,7 +34,8 @@ use super::{
     RestartError, Runtime, SessionHandle, Status,
 };
 use crate::adapter::{Adapter, AdapterInstance, CallError, Capability, Emit, SpawnRequest};
-use crate::process::{describe_exit, signal_group};
+use crate::ops::metrics::add;
+use crate::process::{describe_exit, signal_group, wait_group_gone};
 
 /// How many request ids are remembered to send one push per id.
 const MAX_REMEMBERED_PUSH_IDS: usize = 1024;
@@ -455,6 +456,11 @@ impl SessionTask {
             tracing::warn!(session = %self.handle.id, pid = run.pgid, grace_ms = grace.as_millis() as u64, "agent ignored SIGTERM; sent SIGKILL");
             self.wait_exit(KILL_WAIT).await;
         }
+        // SIGKILL is delivered asynchronously: answer once the whole group
+        // is gone, not just its leader.
+        if !wait_group_gone(run.pgid, KILL_WAIT).await {
+            tracing::warn!(session = %self.handle.id, pgid = run.pgid, "processes of the agent's group survived SIGKILL");
+        }
         self.child = None;
         self.handle.lock().pid = None;
         *self
@@ -494,6 +500,7 @@ impl SessionTask {
         }
         for bytes in &split.dropped {
             tracing::warn!(session = %self.handle.id, bytes, max_line = self.rt.config.limits.max_line_bytes, "dropped an agent line longer than the limit");
+            add(&self.rt.metrics.dropped_too_long, 1);
         }
         for line in split.lines {
             if self.run.is_none() {
@@ -567,6 +574,9 @@ impl SessionTask {
         if let Some(h) = &head {
             self.arm_push(h, &text);
         }
+        let m = &self.rt.metrics;
+        add(&m.records_agent_to_client, 1);
+        add(&m.bytes_agent_to_client, text.len() as u64);
         self.outbox.push((text, seq));
     }
 
@@ -582,6 +592,7 @@ impl SessionTask {
         let (max_records, max_bytes) = (limits.client_queue_records, limits.client_queue_bytes);
         let mut numbered: Option<Vec<Utf8Bytes>> = None;
         let session = &self.handle.id;
+        let metrics = &self.rt.metrics;
         let before = self.clients.len();
         self.clients.retain_mut(|c| {
             let batch: Vec<Utf8Bytes> = if c.wants_seq {
@@ -604,6 +615,7 @@ impl SessionTask {
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     c.queued.records.fetch_sub(n, Ordering::AcqRel);
                     c.queued.bytes.fetch_sub(len, Ordering::AcqRel);
+                    add(&metrics.slow_clients_closed, 1);
                     tracing::warn!(session = %session, client = c.id, queued_records = records, queued_bytes = bytes, "client too slow to read; closing it with 1008");
                     if let Some(kill) = c.kill.take() {
                         let _ = kill.send((1008, "client too slow"));
@@ -640,6 +652,11 @@ impl SessionTask {
     // ----- clients -> agent ----------------------------------------------
 
     async fn on_inbound(&mut self, record: Inbound) {
+        add(&self.rt.metrics.records_client_to_agent, 1);
+        add(
+            &self.rt.metrics.bytes_client_to_agent,
+            record.line.len() as u64,
+        );
         if record.head.kind.as_deref() == Some("extension_ui_response")
             && let Some(id) = &record.head.id
         {
@@ -817,6 +834,7 @@ impl SessionTask {
             .adapter
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
+        add(&self.rt.metrics.sessions_crashed, 1);
         {
             let mut state = self.handle.lock();
             state.status = Status::Crashed;

@@ -87,7 +87,7 @@ pub fn start(rt: Arc<Runtime>, debounce: Duration) -> Option<tokio::task::JoinHa
                             let watched = instance.path().map(|p| std::path::absolute(p).unwrap_or(p.clone()));
                             if watched.as_ref() == Some(&path) {
                                 tracing::info!(instance = %instance.config.id, path = %path.display(), "adapter file changed; reloading");
-                                let _ = instance.reload(&rt.host).await;
+                                let _ = instance.reload(&rt.host, &rt.metrics).await;
                             }
                         }
                     }
@@ -101,7 +101,7 @@ pub fn start(rt: Arc<Runtime>, debounce: Duration) -> Option<tokio::task::JoinHa
 pub async fn reload_all(rt: &Runtime) {
     for instance in rt.instances.all() {
         if instance.path().is_some() {
-            let _ = instance.reload(&rt.host).await;
+            let _ = instance.reload(&rt.host, &rt.metrics).await;
         }
     }
 }
