@@ -3,6 +3,7 @@
 //! components. One binary, so wasmtime is linked once.
 
 mod claude;
+mod deploy;
 mod harness;
 mod lifecycle;
 mod ops;
