@@ -36,6 +36,10 @@ pub use types::*;
 pub struct AdapterLimits {
     /// Longest a single guest call may run before it traps.
     pub call_budget: Duration,
+    /// Extra time a translation call gets per KiB of its input: the budget
+    /// stops runaway loops, not work that grows with the record (a large
+    /// tool output through an interpreted adapter).
+    pub call_budget_per_kib: Duration,
     /// Largest linear memory an instance may grow to.
     pub memory_bytes: usize,
 }
@@ -44,6 +48,7 @@ impl Default for AdapterLimits {
     fn default() -> Self {
         AdapterLimits {
             call_budget: Duration::from_millis(50),
+            call_budget_per_kib: Duration::from_millis(1),
             memory_bytes: 64 << 20,
         }
     }
@@ -462,19 +467,37 @@ impl AdapterInstance {
         self.store.data_mut().deterministic = Some(0);
     }
 
+    /// Bytes of linear memory this instance holds (it never shrinks).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes
+    }
+
     /// Whether an earlier call trapped.
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
     }
 
     fn begin(&mut self) -> Result<(), CallError> {
+        self.begin_with_input(0)
+    }
+
+    /// Starts a call that reads `input` bytes: its budget grows by
+    /// `call_budget_per_kib` for each whole KiB.
+    fn begin_with_input(&mut self, input: usize) -> Result<(), CallError> {
         if let Some(detail) = &self.poisoned {
             return Err(CallError::Trap {
                 adapter: self.label(),
                 detail: format!("unusable after an earlier trap: {detail}"),
             });
         }
-        self.store.set_epoch_deadline(self.budget_ticks);
+        let extra = match input / 1024 {
+            0 => 0,
+            kib => self
+                .host
+                .ticker
+                .ticks_for(self.host.limits.call_budget_per_kib * kib as u32),
+        };
+        self.store.set_epoch_deadline(self.budget_ticks + extra);
         self.host.calls.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -556,7 +579,7 @@ impl AdapterInstance {
 
     /// Translates a client record.
     pub async fn from_client(&mut self, record: &str) -> Result<Vec<Emit>, CallError> {
-        self.begin()?;
+        self.begin_with_input(record.len())?;
         let session = self.session()?;
         let result = {
             let _in_flight = self.host.ticker.enter();
@@ -574,7 +597,7 @@ impl AdapterInstance {
 
     /// Translates an agent line.
     pub async fn from_agent(&mut self, line: &str) -> Result<Vec<Emit>, CallError> {
-        self.begin()?;
+        self.begin_with_input(line.len())?;
         let session = self.session()?;
         let result = {
             let _in_flight = self.host.ticker.enter();
@@ -632,8 +655,9 @@ fn describe_trap(error: &wasmtime::Error, limits: &AdapterLimits) -> String {
         match trap {
             wasmtime::Trap::Interrupt => {
                 return format!(
-                    "exceeded its time budget of {} ms per call",
-                    limits.call_budget.as_millis()
+                    "exceeded its time budget of {} ms per call (+{} ms per KiB of input)",
+                    limits.call_budget.as_millis(),
+                    limits.call_budget_per_kib.as_millis()
                 );
             }
             wasmtime::Trap::StackOverflow => return "overflowed its stack".into(),

@@ -1,6 +1,6 @@
 //! `amarre adapters`: list the adapters a running daemon has loaded, and
 //! work with adapter components locally (no daemon needed): `builtins`,
-//! `check`, `test` (the conformance kit) and `export`.
+//! `check`, `test` (the conformance kit), `record`, `export` and `wit`.
 
 use std::path::{Path, PathBuf};
 
@@ -54,7 +54,16 @@ enum AdaptersCommand {
         /// Where to write it.
         file: PathBuf,
     },
+    /// Print the WIT contract adapters implement (amarre:adapter@0.1.0),
+    /// or write it to DIR/adapter.wit for a component toolchain.
+    Wit {
+        /// A folder to write `adapter.wit` into.
+        dir: Option<PathBuf>,
+    },
 }
+
+/// The WIT this daemon hosts, as adapters build against it.
+const WIT: &str = include_str!("../../../wit/adapter.wit");
 
 /// Runs `amarre adapters ...`; returns the exit code.
 pub async fn run(args: AdaptersArgs) -> i32 {
@@ -70,11 +79,34 @@ pub async fn run(args: AdaptersArgs) -> i32 {
         }
         Some(AdaptersCommand::Export { name, file }) => export(&name, &file),
         Some(AdaptersCommand::Record { file, transcript }) => record(&file, &transcript).await,
+        Some(AdaptersCommand::Wit { dir }) => wit(dir.as_deref()),
     }
 }
 
+fn wit(dir: Option<&Path>) -> i32 {
+    let Some(dir) = dir else {
+        print!("{WIT}");
+        return 0;
+    };
+    let file = dir.join("adapter.wit");
+    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, WIT)) {
+        Ok(()) => {
+            println!("wrote {}", file.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("amarre: cannot write {}: {e}", file.display());
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// A host with the daemon's default limits and compiled-component cache
+/// (large components, such as JavaScript ones, compile once).
 fn host() -> Result<AdapterHost, i32> {
-    AdapterHost::new(AdapterLimits::default()).map_err(|e| {
+    let env = std::env::vars().collect();
+    let cache = crate::adapter::cache::default_dir(&env);
+    AdapterHost::with_cache(AdapterLimits::default(), cache.as_deref()).map_err(|e| {
         eprintln!("amarre: {e:#}");
         EXIT_FAILURE
     })
@@ -256,8 +288,9 @@ async fn test(file: &Path, dir: Option<&Path>) -> i32 {
         }
     }
     println!(
-        "{} transcripts, {} passed, {} failed",
+        "{} transcript{}, {} passed, {} failed",
         reports.len(),
+        if reports.len() == 1 { "" } else { "s" },
         reports.len() - failed,
         failed
     );

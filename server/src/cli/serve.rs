@@ -93,6 +93,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         AdapterLimits {
             call_budget: config.limits.adapter_call,
             memory_bytes: config.limits.adapter_memory_bytes,
+            ..AdapterLimits::default()
         },
         config.cache_dir.as_deref(),
     ) {
