@@ -20,6 +20,9 @@ use std::process::Command;
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 struct ComponentCrate {
+    dir: PathBuf,
+    /// A workspace of its own (the templates), built by manifest path.
+    standalone: bool,
     package: String,
     name: String,
     embed: bool,
@@ -39,15 +42,19 @@ fn main() {
         .expect("OUT_DIR is inside the target directory")
         .to_path_buf();
 
-    for watched in ["wit", "adapters-wasm", "Cargo.lock"] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace.join(watched).display()
-        );
-    }
-    println!("cargo:rerun-if-env-changed=AMARRE_SKIP_COMPONENT_BUILD");
-
     let crates = discover(&workspace.join("adapters-wasm"));
+    // Only the crates' own files (a new crate also changes Cargo.lock):
+    // watching all of adapters-wasm/ would include the JavaScript adapters'
+    // node_modules.
+    let mut watched = vec![
+        workspace.join("wit"),
+        workspace.join("Cargo.lock"),
+        workspace.join("adapters-wasm/sdk"),
+    ];
+    watched.extend(crates.iter().map(|c| c.dir.clone()));
+    for path in watched {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
     let components_dir = target_root.join("components");
     let adapters_dir = target_root.join("adapters");
     fs::create_dir_all(&adapters_dir).expect("create target/adapters");
@@ -60,8 +67,13 @@ fn main() {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&workspace)
             .args(["rustc", "--lib", "--release", "--crate-type", "cdylib"])
-            .args(["--target", WASM_TARGET, "-p", &c.package, "--target-dir"])
+            .args(["--target", WASM_TARGET, "--target-dir"])
             .arg(&components_dir);
+        if c.standalone {
+            cmd.arg("--manifest-path").arg(c.dir.join("Cargo.toml"));
+        } else {
+            cmd.args(["-p", &c.package]);
+        }
         for var in [
             "RUSTFLAGS",
             "CARGO_ENCODED_RUSTFLAGS",
@@ -124,11 +136,16 @@ fn fail(package: &str) -> ! {
     panic!("building the adapter component {package} failed (see the cargo output above)");
 }
 
-/// Finds component crates: `adapters-wasm/*/Cargo.toml` and
-/// `adapters-wasm/fixtures/*/Cargo.toml` with `[package.metadata.amarre-adapter]`.
+/// Finds component crates: `Cargo.toml` files with
+/// `[package.metadata.amarre-adapter]` in `adapters-wasm/*/`,
+/// `adapters-wasm/fixtures/*/` and `adapters-wasm/templates/*/`.
 fn discover(root: &Path) -> Vec<ComponentCrate> {
     let mut manifests = Vec::new();
-    for dir in [root.to_path_buf(), root.join("fixtures")] {
+    for dir in [
+        root.to_path_buf(),
+        root.join("fixtures"),
+        root.join("templates"),
+    ] {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };
@@ -156,6 +173,11 @@ fn discover(root: &Path) -> Vec<ComponentCrate> {
             continue;
         };
         crates.push(ComponentCrate {
+            dir: manifest
+                .parent()
+                .expect("a manifest has a folder")
+                .to_path_buf(),
+            standalone: doc.contains_key("workspace"),
             package: package["name"].as_str().expect("package.name").to_owned(),
             name: meta["name"]
                 .as_str()

@@ -570,3 +570,75 @@ impl Ws {
         }
     }
 }
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+pub async fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(daemon_bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AMARRE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = tokio::time::timeout(STEP, tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .expect("the CLI should finish")
+        .expect("join")
+        .expect("run the CLI");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// pi's arguments for a quiet offline run on the fake model (the pi adapter
+/// adds `--mode rpc` itself).
+pub const PI_OFFLINE_ARGS: &[&str] = &[
+    "--no-session",
+    "--offline",
+    "--model",
+    "fake/fake-model",
+    "--no-extensions",
+    "--no-skills",
+    "--no-prompt-templates",
+    "--no-context-files",
+    "--no-themes",
+];
+
+/// A fake LLM and a pi home whose `models.json` points at it
+/// (AGENTS.md section 4).
+pub struct OfflinePi {
+    pub llm: amarre_e2e::fake_llm::FakeLlm,
+    pub home: TempDir,
+}
+
+impl OfflinePi {
+    pub async fn start() -> OfflinePi {
+        let llm = amarre_e2e::fake_llm::FakeLlm::start().await;
+        let home = TempDir::new("pi-home");
+        let agent_dir = home.path().join("agent");
+        std::fs::create_dir_all(&agent_dir).unwrap();
+        std::fs::write(
+            agent_dir.join("models.json"),
+            serde_json::json!({"providers": {"fake": {
+                "baseUrl": llm.url, "api": "anthropic-messages", "apiKey": "dummy",
+                "models": [{"id": "fake-model"}],
+            }}})
+            .to_string(),
+        )
+        .unwrap();
+        OfflinePi { llm, home }
+    }
+
+    /// The environment pi needs to run offline against the fake LLM.
+    pub fn env(&self) -> Value {
+        serde_json::json!({
+            "PI_CODING_AGENT_DIR": self.home.path().join("agent"),
+            "PI_OFFLINE": "1",
+            "PI_SKIP_VERSION_CHECK": "1",
+            "HOME": self.home.path(),
+        })
+    }
+}

@@ -5,6 +5,7 @@
 mod claude;
 mod deploy;
 mod harness;
+mod languages;
 mod lifecycle;
 mod ops;
 mod pi;

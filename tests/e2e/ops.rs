@@ -1,34 +1,11 @@
 //! Operating the daemon: the configuration file, the CLI, systemd
 //! notifications, metrics, and configuration reload on SIGHUP.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::*;
-
-/// Runs the CLI; returns (exit code, stdout, stderr).
-async fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(daemon_bin());
-    cmd.args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AMARRE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    let out = tokio::time::timeout(STEP, tokio::task::spawn_blocking(move || cmd.output()))
-        .await
-        .expect("the CLI should finish")
-        .expect("join")
-        .expect("run the CLI");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn config_file(dir: &TempDir, text: &str) -> String {
     let path = dir.path().join("amarre.toml");

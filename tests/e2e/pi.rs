@@ -5,48 +5,28 @@
 use std::path::Path;
 use std::time::Duration;
 
-use amarre_e2e::fake_llm::FakeLlm;
 use serde_json::{Value, json};
 
 use crate::harness::*;
 
 struct PiSetup {
-    llm: FakeLlm,
+    pi: OfflinePi,
     daemon: Daemon,
     work: TempDir,
-    _home: TempDir,
 }
 
 async fn pi_daemon(extra_env: Value) -> PiSetup {
-    let llm = FakeLlm::start().await;
-    let home = TempDir::new("pi-home");
-    let agent_dir = home.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
-    std::fs::write(
-        agent_dir.join("models.json"),
-        json!({"providers": {"fake": {
-            "baseUrl": llm.url, "api": "anthropic-messages", "apiKey": "dummy",
-            "models": [{"id": "fake-model"}],
-        }}})
-        .to_string(),
-    )
-    .unwrap();
-    let mut env = json!({
-        "PI_BIN": agent_cli("pi"),
-        "PI_CODING_AGENT_DIR": agent_dir,
-        "PI_OFFLINE": "1",
-        "PI_SKIP_VERSION_CHECK": "1",
-        "HOME": home.path(),
-    });
+    let pi = OfflinePi::start().await;
+    let mut env = pi.env();
     if let (Some(env), Some(extra)) = (env.as_object_mut(), extra_env.as_object()) {
+        env.insert("PI_BIN".into(), json!(agent_cli("pi")));
         env.extend(extra.clone());
     }
     let instances = json!([{
         "id": "default",
         "agent": "pi",
         "env": env,
-        "args": ["--no-session", "--offline", "--model", "fake/fake-model",
-                 "--no-extensions", "--no-skills", "--no-prompt-templates", "--no-context-files", "--no-themes"],
+        "args": PI_OFFLINE_ARGS,
     }])
     .to_string();
     let daemon = Daemon::start(&[
@@ -55,10 +35,9 @@ async fn pi_daemon(extra_env: Value) -> PiSetup {
     ])
     .await;
     PiSetup {
-        llm,
+        pi,
         daemon,
         work: TempDir::new("pi-work"),
-        _home: home,
     }
 }
 
@@ -122,7 +101,10 @@ async fn pi_asks_before_a_tool_and_runs_it_when_allowed() {
     ws.recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
         .await;
     assert_file(&setup.work.path().join("allowed.txt"), true);
-    assert!(setup.llm.requests().len() >= 2, "pi talked to the fake LLM");
+    assert!(
+        setup.pi.llm.requests().len() >= 2,
+        "pi talked to the fake LLM"
+    );
 
     // A second prompt in the same session.
     ws.send_json(json!({"type": "prompt", "id": "p2", "message": "hello again"}))

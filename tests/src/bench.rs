@@ -512,9 +512,30 @@ pub mod daemon {
 
 /// Translation cost of one record through the real host.
 pub mod translate {
-    use amarre::adapter::{AdapterHost, AdapterLimits, SpawnRequest};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use amarre::adapter::{Adapter, AdapterHost, AdapterLimits, SpawnRequest};
 
     use super::*;
+
+    /// Loads a built-in by name, or a component file (a path ending `.wasm`).
+    pub async fn load(host: &AdapterHost, adapter: &str) -> Result<Arc<Adapter>, String> {
+        let loaded = if adapter.ends_with(".wasm") {
+            host.load_file(Path::new(adapter)).await
+        } else {
+            host.load_builtin(adapter).await
+        };
+        loaded.map_err(|e| e.to_string())
+    }
+
+    /// What one [`cost`] run measured.
+    pub struct Cost {
+        /// Microseconds per call.
+        pub micros: Vec<f64>,
+        /// The instance's linear memory after the calls, in bytes.
+        pub memory_bytes: usize,
+    }
 
     /// A Claude Code `stream_event` text delta of about 200 bytes.
     pub const TEXT_DELTA: &str = r#"{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello, this is a delta"}},"session_id":"50a00af9-3256-4781-b5c1-95de3b4eab86","parent_tool_use_id":null,"uuid":"fee194de-702e-4162-bd95-eb025ca98ac8"}"#;
@@ -522,25 +543,25 @@ pub mod translate {
     /// A Claude Code permission question (a tool call).
     pub const TOOL_CALL: &str = r#"{"type":"control_request","request_id":"c5864b86-e5e6-4e7e-95dd-d4dec0f5b224","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"touch made.txt","description":"Run the requested command"},"tool_use_id":"toolu_1"}}"#;
 
-    /// Per-call microseconds of `line` through `adapter`'s from-agent,
-    /// after `setup` lines; also returns the adapter's label.
+    /// Per-call microseconds of `line` through `adapter`'s from-agent
+    /// (a session created with `env`), after `setup` lines.
     pub async fn cost(
-        adapter: &str,
+        adapter: &Arc<Adapter>,
+        env: &[(&str, &str)],
         setup: &[&str],
         client_setup: &[&str],
         line: &str,
         calls: usize,
-    ) -> Result<(String, Vec<f64>), String> {
-        let host = AdapterHost::new(AdapterLimits::default()).map_err(|e| e.to_string())?;
-        let a = host
-            .load_builtin(adapter)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut inst = a.instantiate().await.map_err(|e| e.to_string())?;
+    ) -> Result<Cost, String> {
+        let mut inst = adapter.instantiate().await.map_err(|e| e.to_string())?;
         let req = SpawnRequest {
             session_id: "000000000000".into(),
             instance_id: "bench".into(),
             command: Some("cat".into()),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         };
         inst.create_session(&req, None)
@@ -563,20 +584,26 @@ pub mod translate {
             out.push(t.elapsed().as_secs_f64() * 1e6);
             std::hint::black_box(emits);
         }
-        Ok((a.label(), out))
+        Ok(Cost {
+            micros: out,
+            memory_bytes: inst.memory_bytes(),
+        })
     }
 
-    /// Compile (uncached) and instantiate times of a built-in, in ms.
+    /// A host without a disk cache.
+    pub fn host() -> Result<AdapterHost, String> {
+        AdapterHost::new(AdapterLimits::default()).map_err(|e| e.to_string())
+    }
+
+    /// Compile (uncached) and instantiate times of a built-in or a
+    /// component file, in ms.
     pub async fn load_times(adapter: &str, runs: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
         let mut compile = Vec::new();
         let mut instantiate = Vec::new();
         for _ in 0..runs {
-            let host = AdapterHost::new(AdapterLimits::default()).map_err(|e| e.to_string())?;
+            let host = host()?;
             let t = Instant::now();
-            let a = host
-                .load_builtin(adapter)
-                .await
-                .map_err(|e| e.to_string())?;
+            let a = load(&host, adapter).await?;
             compile.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
             let inst = a.instantiate().await.map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 //! real host. Misbehaving fixtures must be contained with a clear error while
 //! a well-behaved adapter keeps working in the same process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -17,6 +17,7 @@ fn host() -> AdapterHost {
     AdapterHost::new(AdapterLimits {
         call_budget: Duration::from_millis(50),
         memory_bytes: 16 << 20,
+        ..AdapterLimits::default()
     })
     .expect("adapter host")
 }
@@ -220,19 +221,56 @@ fn adapters_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../adapters-wasm")
 }
 
-/// Every adapter folder with `transcripts/` passes them through the host.
+/// The file name under target/adapters/ of the adapter built from `dir`:
+/// `[package.metadata.amarre-adapter] name` of a crate, or
+/// `amarre.adapter` of a JavaScript package.
+fn built_name(dir: &Path) -> Option<String> {
+    if let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) {
+        let doc: toml::Table = text.parse().expect("a valid Cargo.toml");
+        return doc["package"]
+            .get("metadata")
+            .and_then(|m| m.get("amarre-adapter"))
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
+    }
+    let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("a valid package.json");
+    doc["amarre"]["adapter"].as_str().map(str::to_owned)
+}
+
+/// Every adapter folder with `transcripts/` (templates included) passes
+/// them through the host, whatever language it is written in. The
+/// JavaScript ones are built by scripts/build-js-adapters.
 #[tokio::test]
 async fn every_adapter_passes_its_golden_transcripts() {
-    let host = host();
-    let mut ran = 0;
-    for entry in std::fs::read_dir(adapters_root()).unwrap().flatten() {
-        let dir = entry.path().join("transcripts");
-        if !dir.is_dir() {
-            continue;
+    // The compiled-component cache the end-to-end tests share: the
+    // JavaScript components take seconds to compile.
+    let cache = PathBuf::from(builtin::BUILT_ADAPTERS_DIR).join("../test-component-cache");
+    let host = AdapterHost::with_cache(AdapterLimits::default(), Some(&cache)).expect("host");
+    let root = adapters_root();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for parent in [root.clone(), root.join("templates")] {
+        for entry in std::fs::read_dir(parent).unwrap().flatten() {
+            if entry.path().join("transcripts").is_dir() {
+                dirs.push(entry.path());
+            }
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
+    }
+    let mut ran = 0;
+    for dir in dirs {
+        let name = built_name(&dir)
+            .unwrap_or_else(|| panic!("{}: no adapter name in its manifest", dir.display()));
+        let file = fixture(&name);
+        if !file.is_file() && dir.join("package.json").is_file() {
+            panic!(
+                "{} is not built: run scripts/build-js-adapters (scripts/test does)",
+                file.display()
+            );
+        }
+        let dir = dir.join("transcripts");
         let adapter = host
-            .load_file(&fixture(&name))
+            .load_file(&file)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let reports = transcript::run_dir(&adapter, &dir).await.unwrap();
@@ -241,7 +279,7 @@ async fn every_adapter_passes_its_golden_transcripts() {
             ran += 1;
         }
     }
-    assert!(ran >= 2, "expected transcripts to run, ran {ran}");
+    assert!(ran >= 10, "expected transcripts to run, ran {ran}");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 //!   any server speaking the amarre protocol whose instance echoes lines.
 //! - `baseline`: the same loops straight over a `cat` child's pipes.
 //! - `translate`: per-record adapter cost through the real host.
+//! - `languages`: the redact adapter in JavaScript next to its Rust twin.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -58,6 +59,9 @@ enum Cmd {
     Baseline,
     /// Translator cost per record through the host.
     Translate,
+    /// The redact adapter in JavaScript next to its Rust twin: size,
+    /// compile and instantiate time, memory, per-record cost.
+    Languages,
     /// Hot-reload time of the claude-code component, uncached and cached.
     Reload {
         /// The daemon binary (default: `amarre` next to this program).
@@ -317,12 +321,14 @@ async fn translate_report(runs: usize) -> Result<(), String> {
             translate::TEXT_DELTA,
         ),
     ];
+    let host = translate::host()?;
     for (name, adapter, setup, client, line) in cases {
+        let adapter = translate::load(&host, adapter).await?;
         let mut medians = Vec::new();
         let mut p99s = Vec::new();
         for _ in 0..runs {
-            let (_, v) = translate::cost(adapter, &setup, &client, line, 20_000).await?;
-            let v = sorted(v);
+            let cost = translate::cost(&adapter, &[], &setup, &client, line, 20_000).await?;
+            let v = sorted(cost.micros);
             medians.push(percentile(&v, 50.0));
             p99s.push(percentile(&v, 99.0));
         }
@@ -598,7 +604,99 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&cache);
     translate_report(runs).await?;
     println!();
+    languages_report(runs).await?;
+    println!();
     reload_report(PathBuf::from(bin), runs).await
+}
+
+/// The JavaScript `redact` component next to its Rust twin `redact-rs`
+/// (built by scripts/build-js-adapters and the workspace build).
+async fn languages_report(runs: usize) -> Result<(), String> {
+    let dir = PathBuf::from(amarre::adapter::builtin::BUILT_ADAPTERS_DIR);
+    let twins = [("JavaScript", "redact.wasm"), ("Rust", "redact-rs.wasm")];
+    for (_, file) in twins {
+        if !dir.join(file).is_file() {
+            return Err(format!(
+                "{} is missing: run scripts/build-js-adapters and cargo build --workspace",
+                dir.join(file).display()
+            ));
+        }
+    }
+    let clean = r#"{"type":"message_update","assistantMessageEvent":{"type":"text_delta","delta":"Hello, this is a delta with no secret in it at all, just prose."}}"#;
+    let mut output = String::from("line 1: all good\n");
+    while output.len() < 4000 {
+        output.push_str("cargo build: compiling crate foo v1.2.3 (/home/me/src/foo)\n");
+    }
+    output.push_str("OPENAI_API_KEY=sk-proj-abcDEF123456789_abcdefghij GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ0123");
+    let tool = serde_json::json!({
+        "type": "tool_execution_end",
+        "toolCallId": "t1",
+        "toolName": "bash",
+        "result": {"content": [{"type": "text", "text": output}]},
+        "isError": false
+    })
+    .to_string();
+    let values = [(
+        "AMARRE_REDACT_VALUES",
+        "hunter2-db-pass,correct-horse-battery,s3cr3t-t0k3n",
+    )];
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        ("empty line: the cost of a call", &[], ""),
+        ("text delta, nothing to mask", &[], clean),
+        ("tool output with 2 tokens", &[], &tool),
+        ("same, plus 3 operator values", &values, &tool),
+    ];
+    println!(
+        "| redact, per record through the host | language | µs per call, median (min-max of run medians) | p99 |"
+    );
+    println!("|---|---|---|---|");
+    let host = translate::host()?;
+    let mut memory = Vec::new();
+    for (name, env, line) in cases {
+        for (language, file) in twins {
+            let adapter = translate::load(&host, &dir.join(file).to_string_lossy()).await?;
+            let mut medians = Vec::new();
+            let mut p99s = Vec::new();
+            for _ in 0..runs {
+                let cost = translate::cost(&adapter, env, &[], &[], line, 5_000).await?;
+                memory.push((language, cost.memory_bytes));
+                let v = sorted(cost.micros);
+                medians.push(percentile(&v, 50.0));
+                p99s.push(percentile(&v, 99.0));
+            }
+            println!(
+                "| {name} ({} bytes) | {language} | {} | {} |",
+                line.len(),
+                spread(&medians, 2),
+                spread(&p99s, 2)
+            );
+        }
+    }
+    println!();
+    println!(
+        "| component | language | size (KiB) | compile, uncached (ms) | instantiate (ms) | linear memory per session (MiB) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (language, file) in twins {
+        let path = dir.join(file);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let (c, i) = translate::load_times(&path.to_string_lossy(), runs).await?;
+        let peak = memory
+            .iter()
+            .filter(|(l, _)| *l == language)
+            .map(|(_, b)| *b)
+            .max()
+            .unwrap_or(0);
+        println!(
+            "| {file} | {language} | {} | {} | {} | {:.1} |",
+            size / 1024,
+            spread(&c, 0),
+            spread(&i, 3),
+            peak as f64 / (1024.0 * 1024.0)
+        );
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -644,6 +742,7 @@ async fn main() {
             Ok(())
         }
         Cmd::Translate => translate_report(cli.runs).await,
+        Cmd::Languages => languages_report(cli.runs).await,
         Cmd::Reload { daemon } => {
             reload_report(daemon.unwrap_or_else(|| sibling("amarre")), cli.runs).await
         }
