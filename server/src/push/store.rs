@@ -3,8 +3,6 @@
 //! rename) on every change. A corrupt or unreadable file, or a directory
 //! that cannot be written, disables push and leaves the file untouched.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -147,20 +145,8 @@ impl TokenStore {
     }
 
     fn save(&self, tokens: &[PushToken]) -> Result<(), String> {
-        let tmp = self.temp_path();
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(tokens).unwrap_or_default())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
+        let bytes = serde_json::to_vec_pretty(tokens).unwrap_or_default();
+        crate::util::write_private_atomic(&self.path, &self.temp_path(), &bytes).map_err(|e| {
             format!(
                 "cannot save the push token store {}: {e}",
                 self.path.display()
