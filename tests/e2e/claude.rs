@@ -92,9 +92,7 @@ async fn claude_asks_before_a_write_and_allowing_runs_it() {
     );
     ws.send_json(json!({"type": "extension_ui_response", "id": q["id"], "confirmed": true}))
         .await;
-    let seen = ws
-        .recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
-        .await;
+    let seen = ws.until_agent_end("agent_end").await;
     let end = seen
         .iter()
         .find(|v| is(v, "tool_execution_end"))
@@ -114,9 +112,7 @@ async fn denying_blocks_the_write_and_claude_continues() {
     let q = ask(&mut ws, "p1", "RUN: touch denied.txt").await;
     ws.send_json(json!({"type": "extension_ui_response", "id": q["id"], "confirmed": false}))
         .await;
-    let seen = ws
-        .recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
-        .await;
+    let seen = ws.until_agent_end("agent_end").await;
     let end = seen
         .iter()
         .find(|v| is(v, "tool_execution_end"))
@@ -131,9 +127,7 @@ async fn denying_blocks_the_write_and_claude_continues() {
     // The session takes the next prompt.
     ws.send_json(json!({"type": "prompt", "id": "p2", "message": "still there?"}))
         .await;
-    let seen = ws
-        .recv_until_within(AGENT_STEP, "the second agent_end", |v| is(v, "agent_end"))
-        .await;
+    let seen = ws.until_agent_end("the second agent_end").await;
     assert_eq!(text_of(&seen), "You said: still there?");
 }
 
@@ -146,8 +140,7 @@ async fn a_read_only_command_asks_too_because_of_the_ask_list() {
     assert_eq!(q["title"], "Run Bash?");
     ws.send_json(json!({"type": "extension_ui_response", "id": q["id"], "confirmed": true}))
         .await;
-    ws.recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
-        .await;
+    ws.until_agent_end("agent_end").await;
 }
 
 #[tokio::test]
@@ -174,9 +167,7 @@ async fn in_plan_mode_a_plan_is_captured_for_the_user() {
     assert_eq!(plan["method"], "notify");
     assert_eq!(plan["message"], "1. refactor 2. test");
     assert!(plan.get("id").is_none(), "{plan}");
-    let seen = ws
-        .recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
-        .await;
+    let seen = ws.until_agent_end("agent_end").await;
     assert!(
         text_of(&seen).contains("Plan captured"),
         "Claude was told to wait: {}",
@@ -212,11 +203,7 @@ async fn abort_interrupts_a_long_tool_call_and_the_next_prompt_works() {
     );
     ws.send_json(json!({"type": "prompt", "id": "p2", "message": "after the abort"}))
         .await;
-    let seen = ws
-        .recv_until_within(AGENT_STEP, "agent_end after the abort", |v| {
-            is(v, "agent_end")
-        })
-        .await;
+    let seen = ws.until_agent_end("agent_end after the abort").await;
     assert_eq!(text_of(&seen), "You said: after the abort");
 }
 
@@ -239,15 +226,9 @@ async fn a_follow_up_sent_during_a_turn_is_delivered_after_it() {
     assert_eq!(seen.last().unwrap()["followUp"], json!(["and then this"]));
     ws.send_json(json!({"type": "extension_ui_response", "id": q["id"], "confirmed": true}))
         .await;
-    let first = ws
-        .recv_until_within(AGENT_STEP, "the first agent_end", |v| is(v, "agent_end"))
-        .await;
+    let first = ws.until_agent_end("the first agent_end").await;
     assert!(!text_of(&first).contains("and then this"));
-    let second = ws
-        .recv_until_within(AGENT_STEP, "the follow-up's agent_end", |v| {
-            is(v, "agent_end")
-        })
-        .await;
+    let second = ws.until_agent_end("the follow-up's agent_end").await;
     assert!(second.iter().any(|v| is(v, "agent_start")), "{second:?}");
     assert_eq!(text_of(&second), "You said: and then this");
     // get_messages holds the whole history, user messages included.
@@ -293,8 +274,7 @@ async fn set_model_reaches_the_api_requests() {
     assert_eq!(r["data"]["id"], "claude-test-model");
     ws.send_json(json!({"type": "prompt", "id": "p1", "message": "which model?"}))
         .await;
-    ws.recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
-        .await;
+    ws.until_agent_end("agent_end").await;
     let models = setup.llm.models();
     assert_eq!(
         models.last().map(String::as_str),

@@ -533,6 +533,13 @@ pub fn agent_cli(name: &str) -> PathBuf {
 }
 
 impl Ws {
+    /// The records of an agent turn up to and including its `agent_end`,
+    /// within [`AGENT_STEP`].
+    pub async fn until_agent_end(&mut self, what: &str) -> Vec<Value> {
+        self.recv_until_within(AGENT_STEP, what, |v| v["type"] == "agent_end")
+            .await
+    }
+
     /// Receives records until one satisfies `pred`, within `within`;
     /// returns every record seen, the matching one last.
     pub async fn recv_until_within(

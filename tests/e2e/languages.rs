@@ -122,9 +122,7 @@ async fn a_secret_in_pi_output_is_masked_before_it_reaches_the_phone() {
     // output ("Done: <first line>"); pi streams all of it to the phone.
     ws.send_json(json!({"type": "prompt", "id": "p1", "message": format!("Please RUN: echo {GITHUB_TOKEN}")}))
         .await;
-    let seen: Vec<Value> = ws
-        .recv_until_within(AGENT_STEP, "agent_end", |v| v["type"] == "agent_end")
-        .await;
+    let seen: Vec<Value> = ws.until_agent_end("agent_end").await;
     let all = serde_json::to_string(&seen).unwrap();
     assert!(
         !all.contains(GITHUB_TOKEN),

@@ -98,8 +98,7 @@ async fn pi_asks_before_a_tool_and_runs_it_when_allowed() {
         })
         .await;
     assert_eq!(seen.last().unwrap()["isError"], false, "{seen:?}");
-    ws.recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
-        .await;
+    ws.until_agent_end("agent_end").await;
     assert_file(&setup.work.path().join("allowed.txt"), true);
     assert!(
         setup.pi.llm.requests().len() >= 2,
@@ -109,9 +108,7 @@ async fn pi_asks_before_a_tool_and_runs_it_when_allowed() {
     // A second prompt in the same session.
     ws.send_json(json!({"type": "prompt", "id": "p2", "message": "hello again"}))
         .await;
-    let seen = ws
-        .recv_until_within(AGENT_STEP, "the second agent_end", |v| is(v, "agent_end"))
-        .await;
+    let seen = ws.until_agent_end("the second agent_end").await;
     let text: String = seen
         .iter()
         .filter(|v| is(v, "message_update") && v["assistantMessageEvent"]["type"] == "text_delta")
@@ -151,8 +148,7 @@ async fn a_denied_tool_is_blocked_and_reported_as_an_error() {
         end.to_string().contains("declined"),
         "the reason says the remote user declined: {end}"
     );
-    ws.recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
-        .await;
+    ws.until_agent_end("agent_end").await;
     assert_file(&setup.work.path().join("denied.txt"), false);
 }
 
@@ -194,9 +190,7 @@ async fn two_clients_see_the_question_and_the_first_answer_wins() {
     // The late answer was harmless: the session goes on.
     a.send_json(json!({"type": "prompt", "id": "p2", "message": "after both answers"}))
         .await;
-    let seen = a
-        .recv_until_within(AGENT_STEP, "the next agent_end", |v| is(v, "agent_end"))
-        .await;
+    let seen = a.until_agent_end("the next agent_end").await;
     assert!(
         seen.iter()
             .any(|v| is(v, "response") && v["id"] == "p2" && v["success"] == true)
@@ -236,9 +230,7 @@ async fn the_allow_list_skips_the_question() {
     let (_, mut ws) = pi_session(&setup).await;
     ws.send_json(json!({"type": "prompt", "id": "p1", "message": "RUN: touch unasked.txt"}))
         .await;
-    let seen = ws
-        .recv_until_within(AGENT_STEP, "agent_end", |v| is(v, "agent_end"))
-        .await;
+    let seen = ws.until_agent_end("agent_end").await;
     assert!(
         !seen
             .iter()
