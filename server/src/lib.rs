@@ -1,25 +1,37 @@
 //! amarre: a daemon that lets a person drive CLI coding agents from a phone
 //! or another machine on their private network.
 //!
-//! One folder per concern:
+//! One folder per concern (docs/architecture.md has the map and the three
+//! paths through it):
 //! - [`adapter`]: the WebAssembly adapter host (the only module that names
-//!   wasmtime types), the spawn policy and golden transcripts;
-//! - [`config`]: settings from flags and the environment;
-//! - [`process`]: spawning agents in process groups and signalling them;
-//! - [`session`]: the registry, the per-session task, framing and replay;
-//! - [`http`]: REST, WebSocket and the browser-safety guard;
-//! - [`push`]: Expo push notifications;
+//!   wasmtime types) and the spawn policy;
+//! - [`config`]: every setting, declared once, from flags, the environment
+//!   and the file;
+//! - `instances`: configured instances, loading, watching and reloading
+//!   their adapters;
+//! - `process`: spawning agents in process groups and signalling them;
+//! - `session`: the registry, the per-session task and its parts;
+//! - `http`: the application state, REST, WebSocket and the browser-safety
+//!   guard;
+//! - `push`: Expo push notifications;
+//! - `ops`: metrics and systemd integration;
+//! - `transcript`: golden transcripts (adapter tooling);
+//! - `util`: the clock, atomic private files, the start-up environment;
 //! - [`cli`]: the command line.
+//!
+//! Only what the test and bench programs use is public.
 
 pub mod adapter;
 pub mod cli;
 pub mod config;
-pub mod http;
-pub mod ops;
-pub mod process;
-pub mod push;
-pub mod session;
-pub mod util;
+pub(crate) mod http;
+pub(crate) mod instances;
+pub(crate) mod ops;
+pub(crate) mod process;
+pub(crate) mod push;
+pub(crate) mod session;
+pub(crate) mod transcript;
+pub(crate) mod util;
 
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

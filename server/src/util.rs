@@ -33,3 +33,12 @@ pub fn write_private_atomic(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::R
     }
     result
 }
+
+/// The process environment, read once (at start-up) and never again:
+/// configuration, the daemon's environment for agents and the CLI's
+/// commands all use this copy.
+pub fn environment() -> &'static std::collections::HashMap<String, String> {
+    static ENV: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+        std::sync::OnceLock::new();
+    ENV.get_or_init(|| std::env::vars().collect())
+}

@@ -209,6 +209,30 @@ async fn the_session_cap_counts_live_sessions_and_is_rechecked_on_restart() {
 }
 
 #[tokio::test]
+async fn the_session_cap_stays_exact_under_concurrent_posts() {
+    let d = fake_daemon(&[("AMARRE_MAX_SESSIONS", "3")]).await;
+    let posts = (0..24).map(|_| d.post("/sessions", "{}"));
+    let answers = futures_util::future::join_all(posts).await;
+    let created = answers.iter().filter(|(st, _)| *st == 201).count();
+    let refused: Vec<_> = answers.iter().filter(|(st, _)| *st != 201).collect();
+    assert_eq!(created, 3, "exactly the cap is created: {answers:?}");
+    for (st, body) in &refused {
+        assert_eq!(
+            (*st, body.clone()),
+            (429, json!({"error": "max_sessions_reached", "limit": 3}))
+        );
+    }
+    let (_, list) = d.get("/sessions").await;
+    let running = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "running")
+        .count();
+    assert_eq!(running, 3);
+}
+
+#[tokio::test]
 async fn a_crash_is_reported_and_restart_reuses_id_and_options() {
     let d = fake_daemon(&[]).await;
     let cwd = TempDir::new("restart");
@@ -399,6 +423,18 @@ async fn malformed_configuration_stops_start_up_naming_the_setting() {
         ),
         (vec![("AMARRE_ARGS_JSON", "{".into())], "AMARRE_ARGS_JSON"),
         (vec![("AMARRE_HOST", "0.0.0.0".into())], "AMARRE_HOST"),
+        // Bounds are checked at start-up (these used to be accepted).
+        (vec![("AMARRE_WS_PING_MS", "0".into())], "AMARRE_WS_PING_MS"),
+        (vec![("AMARRE_WS_IDLE_MS", "0".into())], "AMARRE_WS_IDLE_MS"),
+        (
+            vec![("AMARRE_MAX_SESSIONS", "0".into())],
+            "AMARRE_MAX_SESSIONS",
+        ),
+        (
+            vec![("AMARRE_RELOAD_WATCH", "maybe".into())],
+            "AMARRE_RELOAD_WATCH",
+        ),
+        (vec![("AMARRE_LOG", "amarre=loud".into())], "AMARRE_LOG"),
     ];
     for (env, needle) in cases {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

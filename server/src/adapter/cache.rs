@@ -14,7 +14,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -31,10 +30,6 @@ pub enum Lookup {
     /// Nothing usable; the reason is set when an entry existed but was
     /// rejected (for the log).
     Miss(Option<String>),
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The default cache directory: `AMARRE_CACHE_DIR`, systemd's
@@ -95,7 +90,7 @@ impl DiskCache {
                 )));
             }
         };
-        if hex(&Sha256::digest(&bytes)) != expected {
+        if super::content_hash(&bytes) != expected {
             return Lookup::Miss(Some(format!(
                 "{} does not match its checksum",
                 artifact.display()
@@ -118,7 +113,7 @@ impl DiskCache {
             .map_err(|e| format!("cannot serialize a component: {e:#}"))?;
         let (artifact, sidecar) = self.paths(content_hash);
         write_atomic(&artifact, &bytes)?;
-        write_atomic(&sidecar, hex(&Sha256::digest(&bytes)).as_bytes())
+        write_atomic(&sidecar, super::content_hash(&bytes).as_bytes())
     }
 }
 

@@ -15,7 +15,6 @@ pub mod cache;
 mod engine;
 mod logstream;
 pub mod policy;
-pub mod transcript;
 pub mod types;
 
 use std::collections::HashMap;
@@ -44,13 +43,23 @@ pub struct AdapterLimits {
     pub memory_bytes: usize,
 }
 
+/// Extra budget per KiB of a call's input (not a setting).
+const CALL_BUDGET_PER_KIB: Duration = Duration::from_millis(1);
+
+impl From<&crate::config::Limits> for AdapterLimits {
+    fn from(limits: &crate::config::Limits) -> Self {
+        AdapterLimits {
+            call_budget: limits.adapter_call,
+            call_budget_per_kib: CALL_BUDGET_PER_KIB,
+            memory_bytes: limits.adapter_memory_bytes,
+        }
+    }
+}
+
+/// The configuration's defaults (declared once, in `config::settings`).
 impl Default for AdapterLimits {
     fn default() -> Self {
-        AdapterLimits {
-            call_budget: Duration::from_millis(50),
-            call_budget_per_kib: Duration::from_millis(1),
-            memory_bytes: 64 << 20,
-        }
+        AdapterLimits::from(&crate::config::Limits::default())
     }
 }
 
@@ -209,7 +218,7 @@ impl AdapterHost {
         bytes: Vec<u8>,
         source: AdapterSource,
     ) -> Result<Arc<Adapter>, LoadError> {
-        let hash = hex(&Sha256::digest(&bytes));
+        let hash = content_hash(&bytes);
         let cached = self.lock_compiled().get(&hash).cloned();
         let mut compiled = false;
         let pre = match cached {
@@ -362,8 +371,17 @@ fn validate_info(info: &AdapterInfo) -> Result<(), String> {
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The content hash of a component (or any bytes): SHA-256, lowercase hex.
+/// The one definition, used for an adapter's identity, reload's "did it
+/// change" and the disk cache's sidecars.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// One loaded, validated version of an adapter component.
@@ -477,13 +495,15 @@ impl AdapterInstance {
         self.poisoned.as_deref()
     }
 
-    fn begin(&mut self) -> Result<(), CallError> {
-        self.begin_with_input(0)
-    }
-
-    /// Starts a call that reads `input` bytes: its budget grows by
-    /// `call_budget_per_kib` for each whole KiB.
-    fn begin_with_input(&mut self, input: usize) -> Result<(), CallError> {
+    /// The one way into the guest: checks the instance is usable, sets the
+    /// call's budget (it grows by `call_budget_per_kib` for each whole KiB
+    /// of `input`), runs `f` with the epoch ticker on, and turns a trap
+    /// into a poisoned instance. Every export goes through here.
+    async fn call<R>(
+        &mut self,
+        input: usize,
+        f: impl AsyncFnOnce(&bindings::Adapter, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         if let Some(detail) = &self.poisoned {
             return Err(CallError::Trap {
                 adapter: self.label(),
@@ -499,10 +519,10 @@ impl AdapterInstance {
         };
         self.store.set_epoch_deadline(self.budget_ticks + extra);
         self.host.calls.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn end<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, CallError> {
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            f(&self.exports, &mut self.store).await
+        };
         result.map_err(|e| {
             self.host.traps.fetch_add(1, Ordering::Relaxed);
             let detail = describe_trap(&e, &self.host.limits);
@@ -530,23 +550,18 @@ impl AdapterInstance {
 
     /// Calls `info`.
     pub async fn info(&mut self) -> Result<AdapterInfo, CallError> {
-        self.begin()?;
-        let result = {
-            let _in_flight = self.host.ticker.enter();
-            self.exports.call_info(&mut self.store).await
-        };
-        self.end(result).map(Into::into)
+        self.call(0, async |x, store| x.call_info(store).await)
+            .await
+            .map(Into::into)
     }
 
     /// Calls `spawn`.
     pub async fn spawn(&mut self, request: &SpawnRequest) -> Result<SpawnSpec, CallError> {
-        self.begin()?;
         let request = wit::SpawnRequest::from(request);
-        let result = {
-            let _in_flight = self.host.ticker.enter();
-            self.exports.call_spawn(&mut self.store, &request).await
-        };
-        match self.end(result)? {
+        match self
+            .call(0, async |x, store| x.call_spawn(store, &request).await)
+            .await?
+        {
             Ok(spec) => Ok(spec.into()),
             Err(e) => Err(self.adapter_error(e)),
         }
@@ -558,17 +573,16 @@ impl AdapterInstance {
         request: &SpawnRequest,
         saved: Option<&str>,
     ) -> Result<(), CallError> {
-        self.begin()?;
         let request = wit::SpawnRequest::from(request);
-        let result = {
-            let _in_flight = self.host.ticker.enter();
-            self.exports
-                .amarre_adapter_translator()
-                .session()
-                .call_create(&mut self.store, &request, saved)
-                .await
-        };
-        match self.end(result)? {
+        let created = self
+            .call(0, async |x, store| {
+                x.amarre_adapter_translator()
+                    .session()
+                    .call_create(store, &request, saved)
+                    .await
+            })
+            .await?;
+        match created {
             Ok(session) => {
                 self.session = Some(session);
                 Ok(())
@@ -579,17 +593,16 @@ impl AdapterInstance {
 
     /// Translates a client record.
     pub async fn from_client(&mut self, record: &str) -> Result<Vec<Emit>, CallError> {
-        self.begin_with_input(record.len())?;
         let session = self.session()?;
-        let result = {
-            let _in_flight = self.host.ticker.enter();
-            self.exports
-                .amarre_adapter_translator()
-                .session()
-                .call_from_client(&mut self.store, session, record)
-                .await
-        };
-        match self.end(result)? {
+        match self
+            .call(record.len(), async |x, store| {
+                x.amarre_adapter_translator()
+                    .session()
+                    .call_from_client(store, session, record)
+                    .await
+            })
+            .await?
+        {
             Ok(emits) => Ok(emits.into_iter().map(Into::into).collect()),
             Err(e) => Err(self.adapter_error(e)),
         }
@@ -597,17 +610,16 @@ impl AdapterInstance {
 
     /// Translates an agent line.
     pub async fn from_agent(&mut self, line: &str) -> Result<Vec<Emit>, CallError> {
-        self.begin_with_input(line.len())?;
         let session = self.session()?;
-        let result = {
-            let _in_flight = self.host.ticker.enter();
-            self.exports
-                .amarre_adapter_translator()
-                .session()
-                .call_from_agent(&mut self.store, session, line)
-                .await
-        };
-        match self.end(result)? {
+        match self
+            .call(line.len(), async |x, store| {
+                x.amarre_adapter_translator()
+                    .session()
+                    .call_from_agent(store, session, line)
+                    .await
+            })
+            .await?
+        {
             Ok(emits) => Ok(emits.into_iter().map(Into::into).collect()),
             Err(e) => Err(self.adapter_error(e)),
         }
@@ -619,33 +631,27 @@ impl AdapterInstance {
         code: Option<i32>,
         signal: Option<&str>,
     ) -> Result<Vec<Emit>, CallError> {
-        self.begin()?;
         let session = self.session()?;
-        let result = {
-            let _in_flight = self.host.ticker.enter();
-            self.exports
-                .amarre_adapter_translator()
+        self.call(0, async |x, store| {
+            x.amarre_adapter_translator()
                 .session()
-                .call_on_exit(&mut self.store, session, code, signal)
+                .call_on_exit(store, session, code, signal)
                 .await
-        };
-        self.end(result)
-            .map(|emits| emits.into_iter().map(Into::into).collect())
+        })
+        .await
+        .map(|emits| emits.into_iter().map(Into::into).collect())
     }
 
     /// Asks the translator for hand-over state.
     pub async fn save(&mut self) -> Result<Option<String>, CallError> {
-        self.begin()?;
         let session = self.session()?;
-        let result = {
-            let _in_flight = self.host.ticker.enter();
-            self.exports
-                .amarre_adapter_translator()
+        self.call(0, async |x, store| {
+            x.amarre_adapter_translator()
                 .session()
-                .call_save(&mut self.store, session)
+                .call_save(store, session)
                 .await
-        };
-        self.end(result)
+        })
+        .await
     }
 }
 

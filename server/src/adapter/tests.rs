@@ -8,6 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::transcript;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(builtin::BUILT_ADAPTERS_DIR).join(format!("{name}.wasm"))

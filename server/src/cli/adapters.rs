@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::adapter::policy::{OperatorPrograms, check};
-use crate::adapter::{Adapter, AdapterHost, AdapterLimits, SpawnRequest, builtin, transcript};
+use crate::adapter::{Adapter, AdapterHost, AdapterLimits, SpawnRequest, builtin};
+use crate::transcript;
 
 #[derive(Debug, Args)]
 pub struct AdaptersArgs {
@@ -104,8 +105,7 @@ fn wit(dir: Option<&Path>) -> i32 {
 /// A host with the daemon's default limits and compiled-component cache
 /// (large components, such as JavaScript ones, compile once).
 fn host() -> Result<AdapterHost, i32> {
-    let env = std::env::vars().collect();
-    let cache = crate::adapter::cache::default_dir(&env);
+    let cache = crate::adapter::cache::default_dir(crate::util::environment());
     AdapterHost::with_cache(AdapterLimits::default(), cache.as_deref()).map_err(|e| {
         eprintln!("amarre: {e:#}");
         EXIT_FAILURE

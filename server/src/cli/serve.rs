@@ -18,23 +18,67 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE, ServeArgs};
 use crate::adapter::{AdapterHost, AdapterLimits};
-use crate::config::{Config, LogFormat, Overrides};
+use crate::config::{Config, LogFormat};
 use crate::http::{self, App, guard::Guard};
+use crate::instances::Instances;
 use crate::ops::metrics::Metrics;
 use crate::ops::systemd;
 use crate::process::Spawner;
 use crate::push::PushService;
-use crate::session::instances::Instances;
-use crate::session::{Runtime, Sessions};
+use crate::session::{Deps, Notifier, Receipt, Sessions};
+
+/// Connects the session core's notifications to the push service (neither
+/// knows the other).
+struct PushNotifier(Arc<PushService>);
+
+impl Notifier for PushNotifier {
+    fn awaiting_input(
+        &self,
+        session_id: &str,
+        session_name: Option<&str>,
+        request_id: &str,
+        method: &str,
+        record: &str,
+        receipt: Receipt,
+    ) {
+        self.0.awaiting_input(
+            session_id,
+            session_name,
+            request_id,
+            method,
+            record,
+            receipt,
+        );
+    }
+
+    fn crashed(
+        &self,
+        session_id: &str,
+        session_name: Option<&str>,
+        code: Option<i32>,
+        signal: Option<&str>,
+        adapter: Option<&str>,
+    ) {
+        self.0
+            .crashed(session_id, session_name, code, signal, adapter);
+    }
+}
 
 /// Initialises logging to stderr (stdout carries only the listening line):
 /// no colours unless stderr is a terminal, no timestamps when the journal
 /// adds its own.
 pub fn init_logging(format: LogFormat, filter: Option<&str>) {
     use std::io::IsTerminal;
-    let filter = filter
-        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    // A configured filter was checked when the configuration was read
+    // (a bad one is a start-up error naming its setting).
+    let filter = match filter.map(tracing_subscriber::EnvFilter::try_new) {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            eprintln!("amarre: the log filter is invalid ({e}); logging at `info`");
+            tracing_subscriber::EnvFilter::new("info")
+        }
+        None => tracing_subscriber::EnvFilter::new("info"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -68,7 +112,10 @@ fn files_root(env: &HashMap<String, String>) -> PathBuf {
 /// Runs the daemon until a termination signal; returns the exit code.
 pub async fn run(args: ServeArgs) -> i32 {
     let overrides = args.overrides();
-    let config = match Config::load(&overrides) {
+    // The environment is read here, once; everything after start-up
+    // (SIGHUP included) uses this copy.
+    let env: Arc<HashMap<String, String>> = Arc::new(crate::util::environment().clone());
+    let config = match Config::load_from(&env, &overrides) {
         Ok(c) => c,
         Err(e) => {
             init_logging(LogFormat::Text, None);
@@ -80,8 +127,9 @@ pub async fn run(args: ServeArgs) -> i32 {
     if !config.host.is_loopback() {
         if !config.allow_non_loopback {
             eprintln!(
-                "amarre: AMARRE_HOST: refusing to bind the non-loopback address {} because amarre has no authentication; \
+                "amarre: {}: refusing to bind the non-loopback address {} because amarre has no authentication; \
 reach it through `tailscale serve`, or force it with --allow-non-loopback / AMARRE_ALLOW_NON_LOOPBACK=1",
+                crate::config::settings::origin("server.host", &env, &overrides, &config),
                 config.host
             );
             return EXIT_CONFIG;
@@ -90,11 +138,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
     }
 
     let host = match AdapterHost::with_cache(
-        AdapterLimits {
-            call_budget: config.limits.adapter_call,
-            memory_bytes: config.limits.adapter_memory_bytes,
-            ..AdapterLimits::default()
-        },
+        AdapterLimits::from(&config.limits),
         config.cache_dir.as_deref(),
     ) {
         Ok(h) => h,
@@ -103,13 +147,16 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             return EXIT_FAILURE;
         }
     };
-    let instances = match Instances::load(&host, &config.instances).await {
-        Ok(i) => i,
+    let metrics = Arc::new(Metrics::default());
+    let watch = config
+        .limits
+        .reload_watch
+        .then_some(config.limits.reload_debounce);
+    let instances = match Instances::load(host, &config.instances, metrics.clone(), watch).await {
+        Ok(i) => Arc::new(i),
         Err(e) => {
             let setting = match &config.config_file {
-                _ if std::env::var_os("AMARRE_INSTANCES_JSON").is_some()
-                    || args.instances_json.is_some() =>
-                {
+                _ if env.contains_key("AMARRE_INSTANCES_JSON") || args.instances_json.is_some() => {
                     "AMARRE_INSTANCES_JSON".to_owned()
                 }
                 Some(path) => format!("config file {}", path.display()),
@@ -119,8 +166,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             return EXIT_CONFIG;
         }
     };
-    let daemon_env: HashMap<String, String> = std::env::vars().collect();
-    let files_root = files_root(&daemon_env);
+    let files_root = files_root(&env);
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -154,7 +200,6 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         &config.allowed_origins,
         config.host,
     ));
-    let metrics = Arc::new(Metrics::default());
     let push = match &config.push.tokens_path {
         None => {
             tracing::info!("push notifications disabled (AMARRE_PUSH_TOKENS_PATH is not set)");
@@ -172,20 +217,27 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         },
     };
     let config = Arc::new(config);
-    let runtime = Arc::new(Runtime {
-        config: config.clone(),
-        host,
-        instances,
+    let deps = Arc::new(Deps {
+        limits: config.limits.clone(),
+        max_sessions: config.max_sessions,
+        push_grace: config.push.grace,
+        instances: instances.clone(),
         spawner,
-        daemon_env,
+        daemon_env: env.clone(),
         files_root: files_root.clone(),
+        notifier: push
+            .clone()
+            .map(|p| Arc::new(PushNotifier(p)) as Arc<dyn Notifier>),
+        metrics: metrics.clone(),
+    });
+    instances.watch();
+    instances.spawn_sighup(config.clone(), env.clone(), overrides);
+    let app = Arc::new(App {
+        sessions: Arc::new(Sessions::new(deps)),
+        instances: instances.clone(),
         push,
         metrics,
-    });
-    let watcher = Arc::new(std::sync::Mutex::new(start_watcher(&runtime)));
-    spawn_sighup(runtime.clone(), overrides, watcher.clone());
-    let app = Arc::new(App {
-        sessions: Sessions::new(runtime),
+        limits: config.limits.clone(),
     });
     let router = http::router(app.clone(), guard);
 
@@ -238,9 +290,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
-    if let Some(w) = watcher.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        w.abort();
-    }
+    instances.stop_watching();
     let _ = std::fs::remove_dir_all(&files_root);
     match served {
         Ok(()) => {
@@ -252,73 +302,4 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             EXIT_FAILURE
         }
     }
-}
-
-/// SIGHUP: re-read the configuration file (new, changed and removed
-/// instances take effect; other settings need a restart, which is logged),
-/// then reload every adapter file that changed.
-type Watcher = Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>;
-
-fn start_watcher(rt: &Arc<Runtime>) -> Option<tokio::task::JoinHandle<()>> {
-    if rt.config.limits.reload_watch {
-        crate::session::watch::start(rt.clone(), rt.config.limits.reload_debounce)
-    } else {
-        None
-    }
-}
-
-fn spawn_sighup(rt: Arc<Runtime>, overrides: Overrides, watcher: Watcher) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            systemd::notify("RELOADING=1");
-            tracing::info!(
-                signal = "SIGHUP",
-                "re-reading the configuration and reloading changed adapter files"
-            );
-            if rt.config.config_file.is_some() {
-                match Config::load(&overrides) {
-                    Ok(next) => {
-                        let current: Vec<_> = rt
-                            .instances
-                            .all()
-                            .iter()
-                            .map(|i| i.config.clone())
-                            .collect();
-                        if next.instances != current {
-                            match rt.instances.replace(&rt.host, &next.instances).await {
-                                Ok(()) => {
-                                    tracing::info!(
-                                        instances = next.instances.len(),
-                                        "instances reconfigured"
-                                    );
-                                    // Watch the files of the new list.
-                                    let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
-                                    if let Some(old) = w.take() {
-                                        old.abort();
-                                    }
-                                    *w = start_watcher(&rt);
-                                }
-                                Err(e) => tracing::error!(
-                                    "configuration reload failed, instances unchanged: {e}"
-                                ),
-                            }
-                        }
-                        let mut others = (*rt.config).clone();
-                        others.instances = next.instances.clone();
-                        if others != next {
-                            tracing::warn!(
-                                "settings other than instances changed in the configuration file; they take effect at the next restart"
-                            );
-                        }
-                    }
-                    Err(e) => tracing::error!("configuration reload failed, nothing changed: {e}"),
-                }
-            }
-            crate::session::watch::reload_all(&rt).await;
-            systemd::notify("READY=1");
-        }
-    });
 }

@@ -1,8 +1,11 @@
 //! Configuration: defaults, the configuration file ([`file`]), the
 //! environment (the original's variable names and ours, PROTOCOL.md section
-//! 9) and command-line flags, in that order of increasing precedence.
-//! Instances come wholly from the highest layer that defines any. Parsing only: nothing here opens sockets or loads
-//! adapters. Every error names the variable (or flag) and what is wrong.
+//! 9) and command-line flags, in that order of increasing precedence. Every
+//! setting is declared once, in [`settings`] (how to add one is explained
+//! there). Instances come wholly from the highest layer that defines any.
+//! Parsing only: nothing here opens sockets or loads adapters. Every error
+//! names the setting as its layer spells it (the TOML key, the variable or
+//! the flag) and what is wrong.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -12,9 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod file;
+pub mod settings;
 
-/// The default port of the original and of this implementation.
-pub const DEFAULT_PORT: u16 = 8341;
 /// The default agent of instance `default`.
 pub const DEFAULT_AGENT: &str = "pi";
 
@@ -57,24 +59,10 @@ pub struct Limits {
     pub reload_debounce: Duration,
 }
 
+/// The defaults declared in [`settings::SETTINGS`].
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_line_bytes: 16 << 20,
-            max_frame_bytes: 16 << 20,
-            client_queue_records: 4096,
-            client_queue_bytes: 16 << 20,
-            stdin_queue_records: 1024,
-            ws_ping: Duration::from_millis(25_000),
-            ws_idle: Duration::from_millis(90_000),
-            kill_grace: Duration::from_millis(5_000),
-            adapter_call: Duration::from_millis(50),
-            adapter_memory_bytes: 64 << 20,
-            replay_records: 10_000,
-            replay_bytes: 16 << 20,
-            reload_watch: true,
-            reload_debounce: Duration::from_millis(200),
-        }
+        Config::default().limits
     }
 }
 
@@ -87,13 +75,10 @@ pub struct PushConfig {
     pub expo_url: String,
 }
 
+/// The defaults declared in [`settings::SETTINGS`].
 impl Default for PushConfig {
     fn default() -> Self {
-        PushConfig {
-            tokens_path: None,
-            grace: Duration::from_millis(15_000),
-            expo_url: "https://exp.host/--/api/v2/push/send".into(),
-        }
+        Config::default().push
     }
 }
 
@@ -128,23 +113,46 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
 }
 
+/// Every default declared in [`settings::SETTINGS`], and instance
+/// `default` serving [`DEFAULT_AGENT`].
 impl Default for Config {
     fn default() -> Self {
-        Config {
+        let mut cfg = Config {
             host: IpAddr::from([127, 0, 0, 1]),
-            port: DEFAULT_PORT,
+            port: 0,
             allow_non_loopback: false,
-            max_sessions: 8,
+            max_sessions: 0,
             instances: vec![default_instance()],
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
-            limits: Limits::default(),
-            push: PushConfig::default(),
+            limits: Limits {
+                max_line_bytes: 0,
+                max_frame_bytes: 0,
+                client_queue_records: 0,
+                client_queue_bytes: 0,
+                stdin_queue_records: 0,
+                ws_ping: Duration::ZERO,
+                ws_idle: Duration::ZERO,
+                kill_grace: Duration::ZERO,
+                adapter_call: Duration::ZERO,
+                adapter_memory_bytes: 0,
+                replay_records: 0,
+                replay_bytes: 0,
+                reload_watch: false,
+                reload_debounce: Duration::ZERO,
+            },
+            push: PushConfig {
+                tokens_path: None,
+                grace: Duration::ZERO,
+                expo_url: String::new(),
+            },
             log_format: LogFormat::Text,
             log_filter: None,
             cache_dir: None,
             config_file: None,
-        }
+        };
+        settings::defaults(&mut cfg);
+        cfg
     }
 }
 
@@ -171,7 +179,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err(setting: &str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn err(setting: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         setting: setting.into(),
         problem: problem.into(),
@@ -195,6 +203,21 @@ pub struct Overrides {
     pub log_format: Option<String>,
 }
 
+impl Overrides {
+    /// The value given for `flag` (as named in [`settings::SETTINGS`]).
+    pub fn value(&self, flag: &str) -> Option<String> {
+        match flag {
+            "--config" => self.config.as_ref().map(|p| p.display().to_string()),
+            "--host" => self.host.clone(),
+            "--port" => self.port.map(|p| p.to_string()),
+            "--max-sessions" => self.max_sessions.map(|n| n.to_string()),
+            "--allow-non-loopback" => self.allow_non_loopback.then(|| "true".to_owned()),
+            "--log-format" => self.log_format.clone(),
+            _ => None,
+        }
+    }
+}
+
 /// The instance layout of `AMARRE_INSTANCES_JSON` (the original's names).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -216,8 +239,7 @@ impl Config {
     /// Builds the configuration from the process environment, flags, and the
     /// configuration file they name (`--config`, else `AMARRE_CONFIG`).
     pub fn load(flags: &Overrides) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars().collect();
-        Config::load_from(&env, flags)
+        Config::load_from(crate::util::environment(), flags)
     }
 
     /// Like [`Config::load`] with an explicit environment.
@@ -253,123 +275,18 @@ impl Config {
         env: &HashMap<String, String>,
         flags: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let mut cfg = Config::default();
         let mut file_instances = None;
         if let Some((path, f)) = file {
-            f.apply(path, &mut cfg)?;
             file_instances = f.instances(path)?;
+        }
+        settings::apply_layers(&mut cfg, file.map(|(p, f)| (p, f.table())), env, flags)?;
+        if let Some((path, _)) = file {
             cfg.config_file = Some(path.to_owned());
-        }
-
-        let host_var = if flags.host.is_some() {
-            "--host"
-        } else {
-            "AMARRE_HOST"
-        };
-        if let Some(host) = flags.host.as_deref().or(get("AMARRE_HOST")) {
-            cfg.host = parse_host(host).map_err(|p| err(host_var, p))?;
-        }
-        if let Some(port) = flags.port {
-            cfg.port = port;
-        } else if let Some(v) = get("AMARRE_PORT") {
-            cfg.port = v.parse().map_err(|_| {
-                err(
-                    "AMARRE_PORT",
-                    format!("`{v}` is not a port number (0-65535)"),
-                )
-            })?;
-        }
-        if let Some(n) = flags.max_sessions {
-            cfg.max_sessions = n;
-        } else if let Some(v) = get("AMARRE_MAX_SESSIONS") {
-            cfg.max_sessions = parse_num(v, "AMARRE_MAX_SESSIONS")?;
-        }
-        if flags.allow_non_loopback {
-            cfg.allow_non_loopback = true;
-        } else if let Some(v) = get("AMARRE_ALLOW_NON_LOOPBACK") {
-            cfg.allow_non_loopback = truthy(v);
-        }
-        if let Some(v) = get("AMARRE_ALLOWED_HOSTS") {
-            cfg.allowed_hosts = list(Some(v));
-        }
-        if let Some(v) = get("AMARRE_ALLOWED_ORIGINS") {
-            cfg.allowed_origins = list(Some(v))
-                .into_iter()
-                .map(|o| o.trim_end_matches('/').to_owned())
-                .collect();
-        }
-        if let Some(f) = get("AMARRE_LOG").or(get("RUST_LOG")) {
-            cfg.log_filter = Some(f.to_owned());
-        }
-        if let Some(d) = get("AMARRE_CACHE_DIR") {
-            cfg.cache_dir = Some(PathBuf::from(d));
         }
         if cfg.cache_dir.is_none() {
             cfg.cache_dir = crate::adapter::cache::default_dir(env);
         }
-        if let Some(v) = flags.log_format.as_deref().or(get("AMARRE_LOG_FORMAT")) {
-            cfg.log_format = match v {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => {
-                    return Err(err(
-                        "AMARRE_LOG_FORMAT",
-                        format!("`{v}` is not `text` or `json`"),
-                    ));
-                }
-            };
-        }
-
-        let l = &mut cfg.limits;
-        bytes_var(get, "AMARRE_MAX_LINE_BYTES", &mut l.max_line_bytes)?;
-        bytes_var(get, "AMARRE_MAX_FRAME_BYTES", &mut l.max_frame_bytes)?;
-        count_var(
-            get,
-            "AMARRE_CLIENT_QUEUE_RECORDS",
-            &mut l.client_queue_records,
-        )?;
-        bytes_var(get, "AMARRE_CLIENT_QUEUE_BYTES", &mut l.client_queue_bytes)?;
-        count_var(
-            get,
-            "AMARRE_STDIN_QUEUE_RECORDS",
-            &mut l.stdin_queue_records,
-        )?;
-        ms_var(get, "AMARRE_WS_PING_MS", &mut l.ws_ping)?;
-        ms_var(get, "AMARRE_WS_IDLE_MS", &mut l.ws_idle)?;
-        ms_var(get, "AMARRE_KILL_GRACE_MS", &mut l.kill_grace)?;
-        ms_var(get, "AMARRE_ADAPTER_CALL_MS", &mut l.adapter_call)?;
-        if let Some(v) = get("AMARRE_ADAPTER_MEMORY_MB") {
-            let mb: usize = parse_num(v, "AMARRE_ADAPTER_MEMORY_MB")?;
-            if mb == 0 {
-                return Err(err("AMARRE_ADAPTER_MEMORY_MB", "must be at least 1"));
-            }
-            l.adapter_memory_bytes = mb << 20;
-        }
-        count_var(get, "AMARRE_REPLAY_RECORDS", &mut l.replay_records)?;
-        if let Some(v) = get("AMARRE_RELOAD_WATCH") {
-            l.reload_watch = truthy(v);
-        }
-        ms_var(get, "AMARRE_RELOAD_DEBOUNCE_MS", &mut l.reload_debounce)?;
-        bytes_var(get, "AMARRE_REPLAY_BYTES", &mut l.replay_bytes)?;
-        if l.adapter_call.is_zero() {
-            return Err(err("AMARRE_ADAPTER_CALL_MS", "must be at least 1"));
-        }
-
-        if let Some(p) = get("AMARRE_PUSH_TOKENS_PATH") {
-            cfg.push.tokens_path = Some(PathBuf::from(p));
-        }
-        ms_var(get, "AMARRE_PUSH_GRACE_MS", &mut cfg.push.grace)?;
-        if let Some(u) = get("AMARRE_PUSH_EXPO_URL") {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(err(
-                    "AMARRE_PUSH_EXPO_URL",
-                    format!("`{u}` is not an http(s) URL"),
-                ));
-            }
-            cfg.push.expo_url = u.to_owned();
-        }
-
         cfg.instances = instances(env, flags, file_instances)?;
         Ok(cfg)
     }
@@ -415,7 +332,7 @@ fn instances(
                 args: i.args,
             })
             .collect();
-        validate_instances(&list).map_err(|p| err(json_setting, p))?;
+        validate_instances(&list, "agentPath").map_err(|p| err(json_setting, p))?;
         return Ok(list);
     }
 
@@ -468,8 +385,8 @@ fn instances(
 }
 
 /// Checks ids (non-empty, unique, URL-safe) and that each instance names an
-/// adapter.
-pub fn validate_instances(list: &[InstanceConfig]) -> Result<(), String> {
+/// adapter. `path_key` is how the layer spells `agent_path`.
+pub fn validate_instances(list: &[InstanceConfig], path_key: &str) -> Result<(), String> {
     if list.is_empty() {
         return Err("at least one instance is needed".into());
     }
@@ -492,7 +409,7 @@ pub fn validate_instances(list: &[InstanceConfig]) -> Result<(), String> {
         }
         if inst.agent.as_deref().is_none_or(str::is_empty) && inst.agent_path.is_none() {
             return Err(format!(
-                "instance `{}` needs `agent` or `agentPath`",
+                "instance `{}` needs `agent` or `{path_key}`",
                 inst.id
             ));
         }
@@ -511,56 +428,6 @@ fn parse_host(host: &str) -> Result<IpAddr, String> {
 
 fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
-}
-
-fn list(v: Option<&str>) -> Vec<String> {
-    v.map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-fn parse_num<T: std::str::FromStr>(v: &str, name: &str) -> Result<T, ConfigError> {
-    v.parse()
-        .map_err(|_| err(name, format!("`{v}` is not a non-negative integer")))
-}
-
-fn count_var<'a>(
-    get: impl Fn(&str) -> Option<&'a str>,
-    name: &str,
-    slot: &mut usize,
-) -> Result<(), ConfigError> {
-    if let Some(v) = get(name) {
-        let n: usize = parse_num(v, name)?;
-        if n == 0 {
-            return Err(err(name, "must be at least 1"));
-        }
-        *slot = n;
-    }
-    Ok(())
-}
-
-fn bytes_var<'a>(
-    get: impl Fn(&str) -> Option<&'a str>,
-    name: &str,
-    slot: &mut usize,
-) -> Result<(), ConfigError> {
-    count_var(get, name, slot)
-}
-
-fn ms_var<'a>(
-    get: impl Fn(&str) -> Option<&'a str>,
-    name: &str,
-    slot: &mut Duration,
-) -> Result<(), ConfigError> {
-    if let Some(v) = get(name) {
-        let ms: u64 = parse_num(v, name)?;
-        *slot = Duration::from_millis(ms);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -833,6 +700,69 @@ args = ["--verbose"]
         assert!(e.problem.contains("duplicate instance id `a`"), "{e}");
         let e = load("not = [toml", &[], Overrides::default()).unwrap_err();
         assert!(e.setting.contains("config file"), "{e}");
+    }
+
+    #[test]
+    fn bounds_are_checked_and_errors_name_the_setting_as_its_layer_spells_it() {
+        for (var, value) in [
+            ("AMARRE_WS_PING_MS", "0"),
+            ("AMARRE_WS_IDLE_MS", "0"),
+            ("AMARRE_MAX_SESSIONS", "0"),
+            ("AMARRE_RELOAD_WATCH", "maybe"),
+            ("AMARRE_ALLOW_NON_LOOPBACK", "perhaps"),
+            ("AMARRE_WS_PING_MS", "99999999999"),
+            ("AMARRE_LOG", "amarre=loud"),
+            ("RUST_LOG", "amarre=loud"),
+            ("AMARRE_LOG_FORMAT", "xml"),
+        ] {
+            let e = load("", &[(var, value)], Overrides::default()).unwrap_err();
+            assert_eq!(e.setting, var, "{e}");
+        }
+        for (text, key) in [
+            ("[limits]\nws_ping_ms = 0\n", "limits.ws_ping_ms"),
+            ("[limits]\nws_idle_ms = 0\n", "limits.ws_idle_ms"),
+            ("[server]\nmax_sessions = 0\n", "server.max_sessions"),
+            ("[server]\nhost = \"box\"\n", "server.host"),
+            (
+                "[limits]\nreload_watch = \"maybe\"\n",
+                "limits.reload_watch",
+            ),
+            ("[log]\nfilter = \"amarre=loud\"\n", "log.filter"),
+            ("[[instances]]\nid = \"a\"\n", "agent_path"),
+        ] {
+            let e = load(text, &[], Overrides::default()).unwrap_err();
+            assert!(e.setting.starts_with("config file "), "{e}");
+            assert!(e.problem.contains(key), "{text}: {e}");
+            assert!(!e.problem.contains("AMARRE_"), "{text}: {e}");
+        }
+        let e = load(
+            "",
+            &[],
+            Overrides {
+                host: Some("box".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.setting, "--host");
+        // A good filter is kept; the environment beats the file.
+        let c = load(
+            "[log]\nfilter = \"warn\"\n",
+            &[("AMARRE_LOG", "info,amarre=debug")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.log_filter.as_deref(), Some("info,amarre=debug"));
+    }
+
+    #[test]
+    fn defaults_are_declared_once_and_shared() {
+        let adapter = crate::adapter::AdapterLimits::default();
+        let limits = Limits::default();
+        assert_eq!(adapter.call_budget, limits.adapter_call);
+        assert_eq!(adapter.memory_bytes, limits.adapter_memory_bytes);
+        assert_eq!(limits.ws_ping, Duration::from_millis(25_000));
+        assert_eq!(PushConfig::default().grace, Duration::from_millis(15_000));
     }
 
     #[test]

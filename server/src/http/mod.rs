@@ -16,11 +16,23 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 
+use crate::config::Limits;
+use crate::instances::Instances;
+use crate::ops::metrics::Metrics;
+use crate::push::PushService;
 use crate::session::Sessions;
 
-/// Shared state of the handlers.
+/// The application state: exactly what the handlers need, built once in
+/// `serve` (`cli/serve.rs`).
 pub struct App {
-    pub sessions: Sessions,
+    pub(crate) sessions: Arc<Sessions>,
+    /// Instances, their adapters and reloading them.
+    pub(crate) instances: Arc<Instances>,
+    /// The token store and dispatcher, when push is configured.
+    pub(crate) push: Option<Arc<PushService>>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Frame and line limits, ping and idle timers of the sockets.
+    pub(crate) limits: Limits,
 }
 
 /// A JSON error body `{"error": code}`.

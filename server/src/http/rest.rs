@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::{App, error_json, is_upgrade};
 use crate::adapter::{AdapterSource, WIT_VERSION};
+use crate::instances::Instance;
 use crate::push::store::valid_token;
-use crate::session::instances::Instance;
 use crate::session::{CreateError, CreateRequest, RestartError, SpawnFailure};
 
 fn body_object(body: &[u8]) -> serde_json::Map<String, Value> {
@@ -39,10 +39,10 @@ pub async fn healthz() -> Response {
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     use crate::session::Status;
-    let rt = app.sessions.runtime();
     let sessions = app.sessions.list();
+    let host = app.instances.host();
     let count = |st: Status| sessions.iter().filter(|s| s.status() == st).count() as u64;
-    let (calls, traps) = rt.host.calls_and_traps();
+    let (calls, traps) = host.calls_and_traps();
     let gauges = crate::ops::metrics::Gauges {
         running: count(Status::Running),
         crashed: count(Status::Crashed),
@@ -50,23 +50,21 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         clients: sessions.iter().map(|s| s.summary().clients as u64).sum(),
         adapter_calls: calls,
         adapter_traps: traps,
-        compilations: rt.host.compilations(),
-        instances: rt.instances.all().len() as u64,
+        compilations: host.compilations(),
+        instances: app.instances.all().len() as u64,
     };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        rt.metrics.render(&gauges),
+        app.metrics.render(&gauges),
     )
         .into_response()
 }
 
 pub async fn instances(State(app): State<Arc<App>>) -> Response {
     let list: Vec<Value> = app
-        .sessions
-        .runtime()
         .instances
         .all()
         .iter()
@@ -121,8 +119,6 @@ fn adapter_entry(app: &App, instance: &Instance) -> Value {
 
 pub async fn adapters(State(app): State<Arc<App>>) -> Response {
     let list: Vec<Value> = app
-        .sessions
-        .runtime()
         .instances
         .all()
         .iter()
@@ -134,15 +130,14 @@ pub async fn adapters(State(app): State<Arc<App>>) -> Response {
 /// `POST /instances/{id}/reload`: re-reads the instance's configured path
 /// (never one from the request) and answers once the reload is done.
 pub async fn reload_instance(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let rt = app.sessions.runtime();
-    let Some(instance) = rt.instances.get(&id) else {
+    let Some(instance) = app.instances.get(&id) else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "unknown_instance", "instanceId": id})),
         )
             .into_response();
     };
-    match instance.reload(&rt.host, &rt.metrics).await {
+    match app.instances.reload(&instance).await {
         Ok(_) => Json(adapter_entry(&app, &instance)).into_response(),
         Err(detail) => (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -237,14 +232,14 @@ fn push_disabled() -> Response {
 }
 
 pub async fn push_list(State(app): State<Arc<App>>) -> Response {
-    match &app.sessions.runtime().push {
+    match &app.push {
         Some(push) => Json(push.store().tokens()).into_response(),
         None => push_disabled(),
     }
 }
 
 pub async fn push_register(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let Some(push) = &app.sessions.runtime().push else {
+    let Some(push) = &app.push else {
         return push_disabled();
     };
     let body = body_object(&body);
@@ -272,7 +267,7 @@ pub async fn push_register(State(app): State<Arc<App>>, body: Bytes) -> Response
 }
 
 pub async fn push_unregister(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
-    let Some(push) = &app.sessions.runtime().push else {
+    let Some(push) = &app.push else {
         return push_disabled();
     };
     match push.store().remove_all(&[token]) {

@@ -1,11 +1,15 @@
 //! The WebSocket data plane at `/sessions/{id}` (PROTOCOL.md section 4).
 //!
-//! Each socket has a reader (this task) and a writer task. The reader splits
-//! text frames into records, drops what is not JSON, and hands records to
-//! the session, waiting when the session's stdin queue is full (TCP
-//! backpressure). The writer sends what the session queued, several frames
-//! per flush, pings, and closes the socket when told or when the client has
-//! been silent for too long. The session never waits for either.
+//! The handler asks the session to attach a client and gets one value back
+//! ([`Attachment`]): the catch-up to send first, the client's outbox, and a
+//! way to detach. Each socket then has a reader (this task) and a writer
+//! task. The reader splits text frames into records, drops what is not
+//! JSON, and hands records to the session, waiting when the session's stdin
+//! queue is full (TCP backpressure). The writer sends the catch-up and then
+//! what arrives in the outbox, several frames per flush, pings, and closes
+//! the socket when told or when the client has been silent for too long.
+//! The session never waits for either. Records become WebSocket text frames
+//! here, at the writer ([`frame`]), and nowhere else.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,13 +23,15 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::App;
 use crate::config::Limits;
 use crate::session::framing::split_frame;
 use crate::session::record::parse_head;
-use crate::session::{AttachOptions, ClientSlot, Inbound, Outbound, Queued, SessionHandle, Status};
+use crate::session::{
+    AttachOptions, Attachment, CloseWith, Delivery, Inbound, Outbox, SessionHandle, Status, Text,
+};
 use crate::util::now_ms;
 
 /// Replay records written before a flush, at most.
@@ -81,7 +87,7 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let limits = app.sessions.runtime().config.limits.clone();
+    let limits = app.limits.clone();
     // Frames up to twice the limit are read whole so they can be refused
     // with a clean 1009 close handshake; larger ones fail in the codec,
     // before any of their payload is buffered.
@@ -94,18 +100,13 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
 
 async fn serve(socket: WebSocket, handle: Arc<SessionHandle>, opts: AttachOptions, limits: Limits) {
     let (sink, stream) = socket.split();
-    let client = handle.next_client_id();
-    let (tx, rx) = mpsc::channel(limits.client_queue_records);
-    let queued = Arc::new(Queued::default());
-    let (kill_tx, kill_rx) = oneshot::channel();
-    let slot = ClientSlot {
-        id: client,
-        tx,
-        queued: queued.clone(),
-        kill: kill_tx,
-    };
-    let catchup = match handle.attach(slot, opts).await {
-        Ok(c) => c,
+    let Attachment {
+        client,
+        catchup,
+        outbox,
+        detach,
+    } = match handle.attach(opts).await {
+        Ok(a) => a,
         Err(e) => {
             tracing::debug!(session = %handle.id, error = ?e, "attach refused");
             let mut sink = sink;
@@ -118,9 +119,7 @@ async fn serve(socket: WebSocket, handle: Arc<SessionHandle>, opts: AttachOption
     let mut writer = tokio::spawn(write_loop(
         sink,
         catchup,
-        rx,
-        queued,
-        kill_rx,
+        outbox,
         stop_rx,
         last_seen.clone(),
         limits.ws_ping,
@@ -143,7 +142,7 @@ async fn serve(socket: WebSocket, handle: Arc<SessionHandle>, opts: AttachOption
         }
     }
     writer.abort();
-    handle.detach(client).await;
+    detach.detach().await;
 }
 
 async fn read_loop(
@@ -152,7 +151,7 @@ async fn read_loop(
     client: u64,
     limits: &Limits,
     last_seen: &AtomicU64,
-    stop: oneshot::Sender<(u16, &'static str)>,
+    stop: oneshot::Sender<CloseWith>,
 ) -> bool {
     while let Some(msg) = stream.next().await {
         last_seen.store(now_ms(), Ordering::Relaxed);
@@ -177,7 +176,6 @@ async fn read_loop(
                         continue;
                     };
                     let record = Inbound {
-                        client,
                         line: bytes.slice_ref(line.as_bytes()),
                         head,
                     };
@@ -211,21 +209,39 @@ fn is_capacity(e: &axum::Error) -> bool {
     text.contains("Space limit exceeded") || text.contains("too long")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A record as a WebSocket text frame: the one place the core's [`Text`]
+/// becomes an axum type.
+fn frame(text: Text) -> Message {
+    // `Text` is valid UTF-8 by construction; the check cannot fail.
+    Message::Text(Utf8Bytes::try_from(text.into_bytes()).unwrap_or_default())
+}
+
+/// Waits for a one-shot value once. After it resolved (with a value or
+/// because its sender went away) it is never polled again: a completed
+/// `oneshot::Receiver` panics when polled a second time.
+async fn once<T>(slot: &mut Option<oneshot::Receiver<T>>) -> T {
+    if let Some(rx) = slot.as_mut() {
+        let got = rx.await;
+        *slot = None;
+        if let Ok(value) = got {
+            return value;
+        }
+    }
+    std::future::pending().await
+}
+
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    catchup: Vec<Utf8Bytes>,
-    mut rx: mpsc::Receiver<Outbound>,
-    queued: Arc<Queued>,
-    mut kill: oneshot::Receiver<(u16, &'static str)>,
-    mut stop: oneshot::Receiver<(u16, &'static str)>,
+    catchup: Vec<Text>,
+    mut outbox: Outbox,
+    stop: oneshot::Receiver<CloseWith>,
     last_seen: Arc<AtomicU64>,
     ping_every: Duration,
     idle_after: Duration,
 ) {
     for chunk in catchup.chunks(MAX_BATCH) {
         for text in chunk {
-            if sink.feed(Message::Text(text.clone())).await.is_err() {
+            if sink.feed(frame(text.clone())).await.is_err() {
                 return;
             }
         }
@@ -233,45 +249,41 @@ async fn write_loop(
             return;
         }
     }
+    let mut stop = Some(stop);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            Ok((code, reason)) = &mut kill => {
+            (code, reason) = once(&mut stop) => {
                 let _ = close(&mut sink, code, reason).await;
                 return;
             }
-            Ok((code, reason)) = &mut stop => {
-                let _ = close(&mut sink, code, reason).await;
-                return;
-            }
-            msg = rx.recv() => {
-                let Some(mut next) = msg else {
+            next = outbox.next() => {
+                let Some(mut next) = next else {
                     let _ = close(&mut sink, 1011, "session ended").await;
                     return;
                 };
                 // Everything queued now goes out with one flush.
                 loop {
                     match next {
-                        Outbound::Batch(texts) => {
-                            let (n, len) = (texts.len(), texts.iter().map(|t| t.len()).sum::<usize>());
-                            for text in texts {
-                                if sink.feed(Message::Text(text)).await.is_err() {
+                        Delivery::Records(mut batch) => {
+                            for text in batch.drain() {
+                                if sink.feed(frame(text)).await.is_err() {
                                     return;
                                 }
                             }
-                            queued.records.fetch_sub(n, Ordering::AcqRel);
-                            queued.bytes.fetch_sub(len, Ordering::AcqRel);
+                            // Dropping the batch settles its accounting.
+                            drop(batch);
                         }
-                        Outbound::Close(code, reason) => {
+                        Delivery::Close((code, reason)) => {
                             let _ = close(&mut sink, code, reason).await;
                             return;
                         }
                     }
-                    match rx.try_recv() {
-                        Ok(m) => next = m,
-                        Err(_) => break,
+                    match outbox.try_next() {
+                        Some(d) => next = d,
+                        None => break,
                     }
                 }
                 if sink.flush().await.is_err() {

@@ -1,26 +1,26 @@
 //! The systemd notification protocol (sd_notify(3)), spoken directly: a
 //! datagram to `$NOTIFY_SOCKET` (a path, or `@name` in the abstract
 //! namespace). Without `NOTIFY_SOCKET` every call is a no-op, so the daemon
-//! behaves the same outside systemd.
+//! behaves the same outside systemd. Variables come from the environment
+//! read once at start-up (`util::environment`).
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 /// Sends a notification (`READY=1`, `STOPPING=1`, `WATCHDOG=1`, ...).
 pub fn notify(state: &str) {
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+    let Some(target) = crate::util::environment().get("NOTIFY_SOCKET") else {
         return;
     };
     let Ok(sock) = UnixDatagram::unbound() else {
         return;
     };
-    let target = target.to_string_lossy().into_owned();
     let sent = if let Some(name) = target.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
         std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
             .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
     } else {
-        sock.send_to(state.as_bytes(), &target)
+        sock.send_to(state.as_bytes(), target)
     };
     if let Err(e) = sent {
         tracing::debug!(error = %e, socket = %target, "sd_notify failed");
@@ -30,8 +30,9 @@ pub fn notify(state: &str) {
 /// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when the
 /// watchdog is enabled for this process.
 pub fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+    let env = crate::util::environment();
+    let usec: u64 = env.get("WATCHDOG_USEC")?.parse().ok()?;
+    if let Some(pid) = env.get("WATCHDOG_PID")
         && pid.parse::<u32>().ok()? != std::process::id()
     {
         return None;
@@ -43,7 +44,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// lines need no timestamp of their own.
 pub fn logging_to_journal() -> bool {
     use std::os::fd::AsRawFd;
-    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+    let Some(stream) = crate::util::environment().get("JOURNAL_STREAM") else {
         return false;
     };
     let Some((dev, ino)) = stream.split_once(':') else {

@@ -2,9 +2,11 @@
 //! dispatcher. The daemon is the sender; the mobile client registers its
 //! Expo push token over REST.
 //!
-//! Sessions call [`PushService::awaiting_input`] and [`PushService::crashed`]
-//! from their task; both return at once and send from a task of their own,
-//! so a slow or dead provider never touches a session's data path.
+//! [`PushService::awaiting_input`] and [`PushService::crashed`] take plain
+//! data (session id and name, the question) and, for questions, a callback
+//! for the receipt; both return at once and send from a task of their own,
+//! so a slow or dead provider never touches a session's data path. This
+//! module knows nothing of sessions: `cli/serve.rs` connects the two.
 
 pub mod store;
 
@@ -15,7 +17,6 @@ use serde_json::{Value, json};
 
 use crate::config::PushConfig;
 use crate::ops::metrics::{Metrics, add};
-use crate::session::SessionHandle;
 pub use store::{PushToken, TokenStore};
 
 /// Expo accepts at most this many messages per request.
@@ -59,13 +60,17 @@ impl PushService {
     }
 
     /// A question that expects an answer went unanswered for the grace
-    /// period and nobody is at the session.
+    /// period and nobody is at the session. `receipt` gets the number of
+    /// devices reached, when there were any.
+    #[allow(clippy::too_many_arguments)]
     pub fn awaiting_input(
         self: &Arc<Self>,
-        session: &Arc<SessionHandle>,
+        session_id: &str,
+        session_name: Option<&str>,
         request_id: &str,
         method: &str,
         record: &str,
+        receipt: Box<dyn FnOnce(usize) + Send>,
     ) {
         let title = serde_json::from_str::<Value>(record)
             .ok()
@@ -75,19 +80,19 @@ impl PushService {
         let data = json!({
             "amarre": "1",
             "trigger": "awaiting_input",
-            "sessionId": session.id,
-            "sessionName": session.name,
+            "sessionId": session_id,
+            "sessionName": session_name,
             "requestId": request_id,
             "method": method,
         });
         let this = self.clone();
-        let session = session.clone();
+        let session = session_id.to_owned();
         let request_id = request_id.to_owned();
         tokio::spawn(async move {
             let ok = this.send("amarre · awaiting input", &body, data).await;
-            tracing::info!(session = %session.id, request = %request_id, tokens = ok, "awaiting-input push sent");
+            tracing::info!(session = %session, request = %request_id, tokens = ok, "awaiting-input push sent");
             if ok > 0 {
-                session.push_sent(request_id, ok);
+                receipt(ok);
             }
         });
     }
@@ -95,12 +100,13 @@ impl PushService {
     /// A session crashed (sent whatever the clients are doing).
     pub fn crashed(
         self: &Arc<Self>,
-        session: &Arc<SessionHandle>,
+        session_id: &str,
+        session_name: Option<&str>,
         code: Option<i32>,
         signal: Option<&str>,
         adapter: Option<&str>,
     ) {
-        let who = session.name.clone().unwrap_or_else(|| session.id.clone());
+        let who = session_name.unwrap_or(session_id);
         let how = match (adapter, code, signal) {
             (Some(a), _, _) => format!("its adapter {a} failed"),
             (None, Some(c), _) => format!("exited with code {c}"),
@@ -111,11 +117,11 @@ impl PushService {
         let data = json!({
             "amarre": "1",
             "trigger": "crashed",
-            "sessionId": session.id,
-            "sessionName": session.name,
+            "sessionId": session_id,
+            "sessionName": session_name,
         });
         let this = self.clone();
-        let id = session.id.clone();
+        let id = session_id.to_owned();
         tokio::spawn(async move {
             let ok = this.send("amarre · session crashed", &body, data).await;
             tracing::info!(session = %id, tokens = ok, "crash push sent");

@@ -3,47 +3,99 @@
 //!
 //! One task per session owns its child process, its adapter instance and
 //! its clients; everything that touches a session goes through that task's
-//! bounded channels. The registry's map is locked only to look sessions up,
-//! never on the data path.
+//! bounded channels. The registry's map is locked only to look sessions up
+//! and to take a session slot, never on the data path nor across an await.
+//!
+//! The task is small; its parts are tested alone (docs/architecture.md):
+//! - [`agent`]: the agent's pipes, the stdin queue, its exit;
+//! - [`clients`]: attached clients, their queues, limits and accounting;
+//! - [`stream`]: sequence numbers, replay, pending questions;
+//! - [`push_timers`]: awaiting-input timers (`arm`, `due`);
+//! - [`handover`]: the adapter side of a run and the hot-reload hand-over;
+//! - [`text`]: the record type the core carries ([`Text`]);
+//! - [`spawn`]: starting an agent; [`framing`] and [`record`]: lines and
+//!   the fields the core reads.
 
-mod agent_io;
-pub mod framing;
-pub mod instances;
-pub mod record;
-pub mod spawn;
-pub mod stream;
+mod agent;
+mod clients;
+pub(crate) mod framing;
+mod handover;
+mod push_timers;
+pub(crate) mod record;
+pub(crate) mod spawn;
+pub(crate) mod stream;
 mod task;
-pub mod watch;
+mod text;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::adapter::AdapterHost;
-use crate::config::Config;
+use crate::config::Limits;
+use crate::instances::Instances;
+use crate::ops::metrics::Metrics;
 use crate::process::Spawner;
-use crate::push::PushService;
-use instances::Instances;
+pub(crate) use clients::{CloseWith, Delivery, Outbox};
 pub use spawn::{SessionOptions, SpawnFailure};
+pub(crate) use text::Text;
 
-/// What sessions need from the daemon.
-pub struct Runtime {
-    pub config: Arc<Config>,
-    pub host: AdapterHost,
-    pub instances: Instances,
-    pub spawner: Spawner,
+/// A delivered notification's receipt: how many devices got it.
+pub(crate) type Receipt = Box<dyn FnOnce(usize) + Send>;
+
+/// Where a session's notifications go (push, when configured). Plain data
+/// in, a receipt back: the session core and the push service do not know
+/// each other; `cli/serve.rs` connects them.
+pub(crate) trait Notifier: Send + Sync {
+    /// A question waited for its grace period with nobody at the session.
+    fn awaiting_input(
+        &self,
+        session_id: &str,
+        session_name: Option<&str>,
+        request_id: &str,
+        method: &str,
+        record: &str,
+        receipt: Receipt,
+    );
+    /// A session crashed (its agent exited, or its adapter trapped).
+    fn crashed(
+        &self,
+        session_id: &str,
+        session_name: Option<&str>,
+        code: Option<i32>,
+        signal: Option<&str>,
+        adapter: Option<&str>,
+    );
+}
+
+/// What the session core needs from the daemon, built once in `serve`.
+pub(crate) struct Deps {
+    pub(crate) limits: Limits,
+    pub(crate) max_sessions: usize,
+    pub(crate) push_grace: Duration,
+    pub(crate) instances: Arc<Instances>,
+    pub(crate) spawner: Spawner,
     /// The daemon's environment, read once at start.
-    pub daemon_env: HashMap<String, String>,
+    pub(crate) daemon_env: Arc<HashMap<String, String>>,
     /// Root of the per-session private directories.
-    pub files_root: PathBuf,
-    pub push: Option<Arc<PushService>>,
-    pub metrics: Arc<crate::ops::metrics::Metrics>,
+    pub(crate) files_root: PathBuf,
+    pub(crate) notifier: Option<Arc<dyn Notifier>>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Deps {
+    fn spawn_env(&self) -> spawn::SpawnEnv<'_> {
+        spawn::SpawnEnv {
+            spawner: &self.spawner,
+            daemon_env: &self.daemon_env,
+            files_root: &self.files_root,
+        }
+    }
 }
 
 /// A session's lifecycle state.
@@ -97,63 +149,81 @@ struct State {
 
 /// A record from a client, already checked to be JSON.
 #[derive(Debug)]
-pub struct Inbound {
-    pub client: u64,
-    pub line: Bytes,
-    pub head: record::Head,
-}
-
-/// Something sent to one client's socket writer.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Records in order: everything one step of the session published, so
-    /// that the writer wakes once and writes them with one flush.
-    Batch(Vec<Utf8Bytes>),
-    /// Close after everything queued before it.
-    Close(u16, &'static str),
-}
-
-/// What a client's queue holds, shared by the session (adds) and the
-/// client's writer (subtracts as it writes).
-#[derive(Debug, Default)]
-pub struct Queued {
-    pub records: AtomicUsize,
-    pub bytes: AtomicUsize,
-}
-
-/// The session's side of one attached client.
-pub struct ClientSlot {
-    pub id: u64,
-    pub tx: mpsc::Sender<Outbound>,
-    /// Records and bytes queued and not yet written.
-    pub queued: Arc<Queued>,
-    /// Closes the socket at once, dropping what is queued.
-    pub kill: oneshot::Sender<(u16, &'static str)>,
+pub(crate) struct Inbound {
+    pub(crate) line: Bytes,
+    pub(crate) head: record::Head,
 }
 
 /// What a client asked for in the WebSocket URL (section 11).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AttachOptions {
-    pub seq: bool,
-    pub hello: bool,
-    pub since: Option<u64>,
+pub(crate) struct AttachOptions {
+    pub(crate) seq: bool,
+    pub(crate) hello: bool,
+    pub(crate) since: Option<u64>,
 }
 
-/// Records a client receives before live ones, in order.
-pub type Catchup = Vec<Utf8Bytes>;
+/// An attached client, as the socket handler gets it: the records to send
+/// first, then whatever arrives in its outbox; detach when the socket ends.
+pub(crate) struct Attachment {
+    pub(crate) client: u64,
+    /// Records to send before live ones, in order.
+    pub(crate) catchup: Vec<Text>,
+    pub(crate) outbox: Outbox,
+    pub(crate) detach: Detach,
+}
+
+/// Unregisters a client from its session: explicitly with
+/// [`Detach::detach`], or when dropped (a connection task that ended
+/// abnormally).
+pub(crate) struct Detach {
+    ctrl: mpsc::Sender<Control>,
+    client: u64,
+    armed: bool,
+}
+
+impl Detach {
+    /// Unregisters the client and waits until the session has the request.
+    pub(crate) async fn detach(mut self) {
+        self.armed = false;
+        let _ = self
+            .ctrl
+            .send(Control::Detach {
+                client: self.client,
+            })
+            .await;
+    }
+}
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let detach = Control::Detach {
+            client: self.client,
+        };
+        if let Err(mpsc::error::TrySendError::Full(detach)) = self.ctrl.try_send(detach)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let ctrl = self.ctrl.clone();
+            rt.spawn(async move {
+                let _ = ctrl.send(detach).await;
+            });
+        }
+    }
+}
 
 /// Why an attach failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttachError {
+pub(crate) enum AttachError {
     NotRunning(Status),
     Gone,
 }
 
 enum Control {
     Attach {
-        slot: ClientSlot,
         opts: AttachOptions,
-        reply: oneshot::Sender<Result<Catchup, AttachError>>,
+        reply: oneshot::Sender<Result<Attachment, AttachError>>,
     },
     Detach {
         client: u64,
@@ -182,7 +252,6 @@ pub struct SessionHandle {
     order: u64,
     state: Mutex<State>,
     clients: AtomicUsize,
-    next_client: AtomicU64,
     /// When a client of the session last sent a text frame (ms since the
     /// epoch); pings do not count. Read by push suppression.
     last_client_text_ms: AtomicU64,
@@ -190,7 +259,7 @@ pub struct SessionHandle {
     inbound: mpsc::Sender<Inbound>,
     /// The adapter version serving the running agent (None when not running).
     adapter: Mutex<Option<Arc<crate::adapter::Adapter>>>,
-    rt: Arc<Runtime>,
+    deps: Arc<Deps>,
 }
 
 impl SessionHandle {
@@ -207,7 +276,7 @@ impl SessionHandle {
     pub fn summary(&self) -> Summary {
         let s = self.lock().clone();
         let agent = self
-            .rt
+            .deps
             .instances
             .get(&self.instance_id)
             .map(|i| i.adapter().info.name.clone())
@@ -239,48 +308,35 @@ impl SessionHandle {
     }
 
     /// The daemon's counters.
-    pub fn metrics(&self) -> &crate::ops::metrics::Metrics {
-        &self.rt.metrics
-    }
-
-    /// A fresh client id.
-    pub fn next_client_id(&self) -> u64 {
-        self.next_client.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.deps.metrics
     }
 
     /// Notes that a client sent a text frame now.
-    pub fn touch_client_text(&self) {
+    pub(crate) fn touch_client_text(&self) {
         self.last_client_text_ms
             .store(crate::util::now_ms(), Ordering::Relaxed);
     }
 
-    /// Registers a client; returns the records it receives first.
-    pub async fn attach(
-        &self,
-        slot: ClientSlot,
-        opts: AttachOptions,
-    ) -> Result<Catchup, AttachError> {
+    /// Attaches a client: the session builds its queue and answers with
+    /// everything the socket handler needs ([`Attachment`]).
+    pub(crate) async fn attach(&self, opts: AttachOptions) -> Result<Attachment, AttachError> {
         let (reply, rx) = oneshot::channel();
         self.ctrl
-            .send(Control::Attach { slot, opts, reply })
+            .send(Control::Attach { opts, reply })
             .await
             .map_err(|_| AttachError::Gone)?;
         rx.await.map_err(|_| AttachError::Gone)?
     }
 
-    /// Unregisters a client (its socket ended).
-    pub async fn detach(&self, client: u64) {
-        let _ = self.ctrl.send(Control::Detach { client }).await;
-    }
-
     /// Sends a client record toward the agent; waits while the session's
     /// stdin queue is full (backpressure). False when the session is gone.
-    pub async fn send(&self, record: Inbound) -> bool {
+    pub(crate) async fn send(&self, record: Inbound) -> bool {
         self.inbound.send(record).await.is_ok()
     }
 
     /// Reports a delivered awaiting-input push (from the push dispatcher).
-    pub fn push_sent(&self, request_id: String, tokens: usize) {
+    fn push_sent(&self, request_id: String, tokens: usize) {
         let _ = self.ctrl.try_send(Control::PushSent { request_id, tokens });
     }
 }
@@ -313,75 +369,101 @@ pub struct CreateRequest {
     pub env: BTreeMap<String, String>,
 }
 
+/// The map of sessions and the spawns under way.
+#[derive(Default)]
+struct Registry {
+    map: HashMap<String, Arc<SessionHandle>>,
+    /// Session slots taken by spawns that have not finished yet.
+    reserved: usize,
+}
+
+impl Registry {
+    fn live(&self) -> usize {
+        self.map
+            .values()
+            .filter(|s| s.status() == Status::Running)
+            .count()
+    }
+}
+
+/// A session slot held while an agent spawns: counted against the cap
+/// with no lock held across the spawn; given back when dropped.
+struct Reservation<'a> {
+    sessions: &'a Sessions,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut reg = self.sessions.lock();
+        reg.reserved = reg.reserved.saturating_sub(1);
+    }
+}
+
 /// All sessions of the daemon.
 pub struct Sessions {
-    rt: Arc<Runtime>,
-    map: Mutex<HashMap<String, Arc<SessionHandle>>>,
-    /// Serialises spawns so the session cap is checked atomically.
-    spawn_lock: tokio::sync::Mutex<()>,
+    deps: Arc<Deps>,
+    registry: Mutex<Registry>,
     order: AtomicU64,
 }
 
 impl Sessions {
-    pub fn new(rt: Arc<Runtime>) -> Sessions {
+    pub(crate) fn new(deps: Arc<Deps>) -> Sessions {
         Sessions {
-            rt,
-            map: Mutex::new(HashMap::new()),
-            spawn_lock: tokio::sync::Mutex::new(()),
+            deps,
+            registry: Mutex::new(Registry::default()),
             order: AtomicU64::new(0),
         }
     }
 
-    /// The daemon's runtime.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.rt
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SessionHandle>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every session, oldest first.
     pub fn list(&self) -> Vec<Arc<SessionHandle>> {
-        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        let mut all: Vec<_> = self.lock().map.values().cloned().collect();
         all.sort_by_key(|s| s.order);
         all
     }
 
     /// The session with this id.
     pub fn get(&self, id: &str) -> Option<Arc<SessionHandle>> {
-        self.lock().get(id).cloned()
+        self.lock().map.get(id).cloned()
     }
 
-    fn live(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|s| s.status() == Status::Running)
-            .count()
+    /// Takes a session slot if live sessions and spawns under way leave
+    /// one under the cap; `Err(cap)` otherwise. The check and the take are
+    /// one critical section, so concurrent requests never exceed the cap.
+    fn reserve(&self) -> Result<Reservation<'_>, usize> {
+        let limit = self.deps.max_sessions;
+        let mut reg = self.lock();
+        if reg.live() + reg.reserved >= limit {
+            return Err(limit);
+        }
+        reg.reserved += 1;
+        Ok(Reservation { sessions: self })
     }
 
     /// Creates a session and spawns its agent.
-    pub async fn create(&self, req: CreateRequest) -> Result<Arc<SessionHandle>, CreateError> {
-        let _spawning = self.spawn_lock.lock().await;
+    pub(crate) async fn create(
+        &self,
+        req: CreateRequest,
+    ) -> Result<Arc<SessionHandle>, CreateError> {
+        let deps = &self.deps;
         let instance = match &req.instance_id {
-            Some(id) => self
-                .rt
+            Some(id) => deps
                 .instances
                 .get(id)
                 .ok_or_else(|| CreateError::UnknownInstance(id.clone()))?,
-            None => self
-                .rt
+            None => deps
                 .instances
                 .default_instance()
                 .ok_or(CreateError::NoInstance)?,
         };
-        let limit = self.rt.config.max_sessions;
-        if self.live() >= limit {
-            return Err(CreateError::MaxSessions(limit));
-        }
+        let reservation = self.reserve().map_err(CreateError::MaxSessions)?;
         let id = loop {
             let candidate: String = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-            if !self.lock().contains_key(&candidate) {
+            if !self.lock().map.contains_key(&candidate) {
                 break candidate;
             }
         };
@@ -389,19 +471,14 @@ impl Sessions {
             cwd: req.cwd,
             env: req.env,
         };
-        let ctx = spawn::SpawnEnv {
-            spawner: &self.rt.spawner,
-            daemon_env: &self.rt.daemon_env,
-            files_root: &self.rt.files_root,
-        };
-        let started = spawn::start(&ctx, instance.adapter(), &instance.config, &id, &options)
+        let started = spawn::start(&deps.spawn_env(), instance.adapter(), &instance.config, &id, &options)
             .await
             .map_err(|e| {
                 tracing::warn!(instance = %instance.config.id, reason = e.reason, detail = %e.detail, "failed to spawn an agent");
-                crate::ops::metrics::add(&self.rt.metrics.spawn_failures, 1);
+                crate::ops::metrics::add(&deps.metrics.spawn_failures, 1);
                 CreateError::Spawn(e)
             })?;
-        crate::ops::metrics::add(&self.rt.metrics.sessions_created, 1);
+        crate::ops::metrics::add(&deps.metrics.sessions_created, 1);
         let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
         let (in_tx, in_rx) = mpsc::channel(64);
         let handle = Arc::new(SessionHandle {
@@ -419,12 +496,11 @@ impl Sessions {
                 signal: None,
             }),
             clients: AtomicUsize::new(0),
-            next_client: AtomicU64::new(1),
             last_client_text_ms: AtomicU64::new(0),
             ctrl: ctrl_tx,
             inbound: in_tx,
             adapter: Mutex::new(None),
-            rt: self.rt.clone(),
+            deps: deps.clone(),
         });
         tracing::info!(
             session = %id,
@@ -433,13 +509,20 @@ impl Sessions {
             pid = started.pid,
             "session spawned"
         );
-        self.lock().insert(id, handle.clone());
+        // The running session now counts itself: its slot is given back in
+        // the same critical section.
+        {
+            let mut reg = self.lock();
+            reg.map.insert(id, handle.clone());
+            reg.reserved = reg.reserved.saturating_sub(1);
+            std::mem::forget(reservation);
+        }
         task::SessionTask::start(
             handle.clone(),
-            self.rt.clone(),
+            deps.clone(),
             ctrl_rx,
             in_rx,
-            instance.clone(),
+            instance,
             started,
         );
         Ok(handle)
@@ -454,25 +537,21 @@ impl Sessions {
         if handle.ctrl.send(Control::Delete { reply }).await.is_ok() {
             let _ = rx.await;
         }
-        self.lock().remove(id);
+        self.lock().map.remove(id);
         tracing::info!(session = %id, "session deleted");
         true
     }
 
     /// Restarts a session that is not running, with its stored options.
-    pub async fn restart(&self, id: &str) -> Result<Arc<SessionHandle>, RestartError> {
-        let _spawning = self.spawn_lock.lock().await;
+    pub(crate) async fn restart(&self, id: &str) -> Result<Arc<SessionHandle>, RestartError> {
         let handle = self.get(id).ok_or(RestartError::NotFound)?;
         if handle.status() == Status::Running {
             return Err(RestartError::AlreadyRunning);
         }
-        if self.rt.instances.get(&handle.instance_id).is_none() {
+        if self.deps.instances.get(&handle.instance_id).is_none() {
             return Err(RestartError::InstanceGone(handle.instance_id.clone()));
         }
-        let limit = self.rt.config.max_sessions;
-        if self.live() >= limit {
-            return Err(RestartError::MaxSessions(limit));
-        }
+        let _slot = self.reserve().map_err(RestartError::MaxSessions)?;
         let (reply, rx) = oneshot::channel();
         handle
             .ctrl
@@ -494,6 +573,6 @@ impl Sessions {
             }
         });
         futures_util::future::join_all(waits).await;
-        self.lock().clear();
+        self.lock().map.clear();
     }
 }

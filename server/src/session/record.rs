@@ -78,18 +78,26 @@ pub fn parse_head(text: &[u8]) -> Option<Head> {
 
 /// The record with `"_seq":N` as its first member, without re-serialising
 /// it. `text` must be a JSON object.
-pub fn with_seq(text: &str, seq: u64) -> String {
-    let open = text.find('{').unwrap_or(0);
-    let rest = &text[open + 1..];
-    let empty = rest.trim_start().starts_with('}');
-    let mut out = String::with_capacity(text.len() + 24);
-    out.push_str(&text[..open + 1]);
-    out.push_str("\"_seq\":");
-    out.push_str(&seq.to_string());
+#[cfg(test)]
+fn with_seq(text: &str, seq: u64) -> String {
+    // Only ASCII is inserted after an ASCII `{`: the result is UTF-8.
+    String::from_utf8(with_seq_bytes(text.as_bytes(), seq)).unwrap_or_default()
+}
+
+/// The record with `"_seq":N` as its first member, spliced into the
+/// bytes without re-serialising (the relay path: no UTF-8 re-check).
+pub(crate) fn with_seq_bytes(text: &[u8], seq: u64) -> Vec<u8> {
+    let open = text.iter().position(|b| *b == b'{').unwrap_or(0);
+    let rest = text.get(open + 1..).unwrap_or_default();
+    let empty = rest.trim_ascii_start().starts_with(b"}");
+    let mut out = Vec::with_capacity(text.len() + 24);
+    out.extend_from_slice(&text[..(open + 1).min(text.len())]);
+    out.extend_from_slice(b"\"_seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
     if !empty {
-        out.push(',');
+        out.push(b',');
     }
-    out.push_str(rest);
+    out.extend_from_slice(rest);
     out
 }
 

@@ -5,9 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
-
-use super::record::{Head, with_seq};
+use super::record::Head;
+use super::text::Text;
 
 /// Methods of `extension_ui_request` that expect an answer.
 pub fn expects_answer(method: Option<&str>) -> bool {
@@ -16,30 +15,30 @@ pub fn expects_answer(method: Option<&str>) -> bool {
 
 /// A question the agent asked that no client has answered yet.
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub id: String,
-    pub seq: Option<u64>,
-    pub text: Utf8Bytes,
-    pub deadline: Option<Instant>,
+pub(crate) struct Pending {
+    pub(crate) id: String,
+    pub(crate) seq: Option<u64>,
+    pub(crate) text: Text,
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// What a newly attached client receives before live records.
 #[derive(Debug, Default)]
-pub struct Catchup {
+pub(crate) struct Catchup {
     /// `(first, last)` lost sequence numbers when `since` is older than
     /// the buffer.
-    pub gap: Option<(u64, u64)>,
+    pub(crate) gap: Option<(u64, u64)>,
     /// Buffered records after `since`, oldest first.
-    pub replay: Vec<(u64, Utf8Bytes)>,
+    pub(crate) replay: Vec<(u64, Text)>,
     /// Pending questions not already in `replay`.
-    pub pending: Vec<Pending>,
+    pub(crate) pending: Vec<Pending>,
 }
 
 /// Sequence numbers, replay buffer and pending questions of one session.
 #[derive(Debug)]
-pub struct Stream {
+pub(crate) struct Stream {
     last_seq: u64,
-    buffer: VecDeque<(u64, Utf8Bytes)>,
+    buffer: VecDeque<(u64, Text)>,
     buffer_bytes: usize,
     max_records: usize,
     max_bytes: usize,
@@ -47,7 +46,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(max_records: usize, max_bytes: usize) -> Stream {
+    pub(crate) fn new(max_records: usize, max_bytes: usize) -> Stream {
         Stream {
             last_seq: 0,
             buffer: VecDeque::new(),
@@ -59,14 +58,14 @@ impl Stream {
     }
 
     /// The last sequence number given out (0 before the first).
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq
     }
 
     /// Numbers and buffers a record that goes to the clients; returns its
     /// sequence number (objects only). Tracks questions that expect an
     /// answer.
-    pub fn push(&mut self, text: &Utf8Bytes, head: Option<&Head>) -> Option<u64> {
+    pub(crate) fn push(&mut self, text: &Text, head: Option<&Head>) -> Option<u64> {
         let head = head.filter(|h| h.is_object)?;
         self.last_seq += 1;
         let seq = self.last_seq;
@@ -99,20 +98,20 @@ impl Stream {
     }
 
     /// A client answered question `id`.
-    pub fn answered(&mut self, id: &str) -> bool {
+    pub(crate) fn answered(&mut self, id: &str) -> bool {
         let before = self.pending.len();
         self.pending.retain(|p| p.id != id);
         before != self.pending.len()
     }
 
     /// Forgets every pending question (crash, delete, restart).
-    pub fn clear_pending(&mut self) {
+    pub(crate) fn clear_pending(&mut self) {
         self.pending.clear();
     }
 
     /// What a client attaching now receives: replay after `since` (when
     /// given), then pending questions not already replayed.
-    pub fn catchup(&mut self, since: Option<u64>, now: Instant) -> Catchup {
+    pub(crate) fn catchup(&mut self, since: Option<u64>, now: Instant) -> Catchup {
         self.pending.retain(|p| p.deadline.is_none_or(|d| d > now));
         let mut out = Catchup::default();
         if let Some(since) = since {
@@ -142,9 +141,9 @@ impl Stream {
 }
 
 /// The record text for a client: with `_seq` when it asked for numbers.
-pub fn text_for(text: &Utf8Bytes, seq: Option<u64>, wants_seq: bool) -> Utf8Bytes {
+pub(crate) fn text_for(text: &Text, seq: Option<u64>, wants_seq: bool) -> Text {
     match (seq, wants_seq) {
-        (Some(n), true) => Utf8Bytes::from(with_seq(text.as_str(), n)),
+        (Some(n), true) => text.with_seq(n),
         _ => text.clone(),
     }
 }
@@ -156,7 +155,7 @@ mod tests {
 
     fn push(s: &mut Stream, text: &str) -> Option<u64> {
         let head = parse_head(text.as_bytes());
-        s.push(&Utf8Bytes::from(text.to_owned()), head.as_ref())
+        s.push(&Text::from(text.to_owned()), head.as_ref())
     }
 
     #[test]

@@ -2,137 +2,61 @@
 //! clients, record stream and timers. It reacts to agent output, client
 //! records and control requests, in order, and never waits on a client.
 //!
-//! Data path (DESIGN.md): client -> ws reader -> `inbound` -> here ->
-//! (adapter from-client) -> agent stdin; agent stdout -> here -> (adapter
-//! from-agent) -> each client's bounded queue -> its writer. This task reads
-//! the agent's stdout and writes its stdin itself, with cancel-safe
-//! `read_buf`/`write` branches of its select loop: two task hops and two
-//! channels fewer per record than helper tasks would cost (measured in
-//! docs/PERFORMANCE.md). Writes gather everything queued into one syscall.
+//! Data path (docs/architecture.md): client -> ws reader -> `inbound` ->
+//! here -> (adapter from-client) -> agent stdin; agent stdout -> here ->
+//! (adapter from-agent) -> each client's bounded queue -> its writer. This
+//! task reads the agent's stdout and writes its stdin itself, with
+//! cancel-safe branches of its select loop: two task hops and two channels
+//! fewer per record than helper tasks would cost (docs/PERFORMANCE.md).
+//! Writes gather everything queued into one syscall; records published in
+//! one step reach each client as one batch.
+//!
+//! The parts live in their own modules: [`super::agent`] (pipes, exit),
+//! [`super::clients`] (queues and limits), [`super::stream`] (numbers,
+//! replay, pending questions), [`super::push_timers`] and
+//! [`super::handover`] (hot reload).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::sync::{mpsc, oneshot};
+use bytes::Bytes;
+use tokio::sync::mpsc;
 
-use super::agent_io;
-use super::framing::{LineSplitter, Split};
-use super::instances::Instance;
-use super::record::{Head, parse_head};
+use super::agent::Agent;
+use super::clients::{Clients, Slow};
+use super::handover::{self, Run};
+use super::push_timers::PushTimers;
+use super::record::parse_head;
 use super::spawn::{self, Started};
-use super::stream::{Stream, expects_answer, text_for};
+use super::stream::{Stream, text_for};
+use super::text::Text;
 use super::{
-    AttachError, AttachOptions, Catchup, ClientSlot, Control, Inbound, Outbound, Queued,
-    RestartError, Runtime, SessionHandle, Status,
+    AttachError, AttachOptions, Attachment, Control, Deps, Detach, Inbound, RestartError,
+    SessionHandle, Status,
 };
-use crate::adapter::{Adapter, AdapterInstance, CallError, Capability, Emit, SpawnRequest};
+use crate::adapter::{CallError, Emit};
+use crate::instances::Instance;
 use crate::ops::metrics::add;
-use crate::process::{describe_exit, signal_group, wait_group_gone};
+use crate::process::{signal_group, wait_group_gone};
 
-/// How many request ids are remembered to send one push per id.
-const MAX_REMEMBERED_PUSH_IDS: usize = 1024;
 /// How long to wait for an agent to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(2);
 /// Client records taken in one go before the agent's stdin is written.
 const MAX_INBOUND_BATCH: usize = 256;
-/// How long output is still read after the agent exited, for a descendant
-/// that keeps its stdout open.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
-
-struct Client {
-    id: u64,
-    tx: mpsc::Sender<Outbound>,
-    queued: Arc<Queued>,
-    kill: Option<oneshot::Sender<(u16, &'static str)>>,
-    wants_seq: bool,
-}
-
-/// One spawn of the agent, from start to exit.
-struct Run {
-    /// The instance, to notice (per record) that a newer adapter version
-    /// was swapped in.
-    instance: Arc<Instance>,
-    /// The instance generation this run's translator was checked against.
-    generation: u64,
-    /// The request the translator was created with (for a hand-over).
-    request: SpawnRequest,
-    adapter: Arc<Adapter>,
-    translator: Option<AdapterInstance>,
-    through_from_client: bool,
-    through_from_agent: bool,
-    pgid: u32,
-    files_dir: Option<PathBuf>,
-}
-
-/// An awaiting-input push waiting for its grace period.
-struct PushTimer {
-    deadline: Instant,
-    method: String,
-    record: Utf8Bytes,
-}
 
 pub(super) struct SessionTask {
     handle: Arc<SessionHandle>,
-    rt: Arc<Runtime>,
+    deps: Arc<Deps>,
     ctrl_rx: mpsc::Receiver<Control>,
     inbound_rx: mpsc::Receiver<Inbound>,
+    /// The adapter side of the current run (None once it ended).
     run: Option<Run>,
-    /// The agent process (until it is reaped).
-    child: Option<Child>,
-    stdout: Option<ChildStdout>,
-    splitter: LineSplitter,
-    stdin: Option<ChildStdin>,
-    /// Bytes for the agent not yet written (records with their newlines).
-    stdin_buf: BytesMut,
-    /// Records in `stdin_buf`; at the stdin queue limit no client record is
-    /// taken (backpressure).
-    stdin_records: usize,
-    /// How the agent exited, once reaped, while its output drains.
-    exited: Option<(Option<i32>, Option<String>)>,
-    drain_deadline: Option<Instant>,
-    clients: Vec<Client>,
-    /// Records published during the current step, delivered to every
-    /// client at the end of the step (one batch per client).
-    outbox: Vec<(Utf8Bytes, Option<u64>)>,
+    agent: Agent,
+    clients: Clients,
     stream: Stream,
-    push_timers: BTreeMap<String, PushTimer>,
-    /// Request ids that already had a push timer (bounded, oldest dropped).
-    push_armed: HashSet<String>,
-    push_armed_order: VecDeque<String>,
-}
-
-/// Reads a chunk of the agent's stdout into the splitter (cancel-safe).
-async fn read_stdout(
-    stdout: &mut Option<ChildStdout>,
-    splitter: &mut LineSplitter,
-) -> std::io::Result<usize> {
-    match stdout {
-        Some(s) => s.read_buf(splitter.buffer()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Writes as much of `buf` as the pipe takes (cancel-safe).
-async fn write_stdin(stdin: &mut Option<ChildStdin>, buf: &[u8]) -> std::io::Result<usize> {
-    match stdin {
-        Some(s) => s.write(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
-    match child {
-        Some(c) => c.wait().await,
-        None => std::future::pending().await,
-    }
+    timers: PushTimers,
 }
 
 async fn sleep_opt(deadline: Option<Instant>) {
@@ -142,75 +66,43 @@ async fn sleep_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Agent output as a text frame; invalid UTF-8 is replaced, not dropped.
-fn utf8(line: Bytes) -> Utf8Bytes {
-    match Utf8Bytes::try_from(line.clone()) {
-        Ok(text) => text,
-        Err(_) => Utf8Bytes::from(String::from_utf8_lossy(&line).into_owned()),
-    }
-}
-
 impl SessionTask {
     pub(super) fn start(
         handle: Arc<SessionHandle>,
-        rt: Arc<Runtime>,
+        deps: Arc<Deps>,
         ctrl_rx: mpsc::Receiver<Control>,
         inbound_rx: mpsc::Receiver<Inbound>,
         instance: Arc<Instance>,
         started: Started,
     ) {
-        let limits = rt.config.limits.clone();
+        let limits = &deps.limits;
         let mut task = SessionTask {
             stream: Stream::new(limits.replay_records, limits.replay_bytes),
+            agent: Agent::new(limits.max_line_bytes),
+            clients: Clients::new(limits.client_queue_records, limits.client_queue_bytes),
+            timers: PushTimers::new(deps.notifier.is_some(), deps.push_grace),
             handle,
-            rt,
             ctrl_rx,
             inbound_rx,
             run: None,
-            child: None,
-            stdout: None,
-            splitter: LineSplitter::new(limits.max_line_bytes),
-            stdin: None,
-            stdin_buf: BytesMut::new(),
-            stdin_records: 0,
-            exited: None,
-            drain_deadline: None,
-            clients: Vec::new(),
-            outbox: Vec::new(),
-            push_timers: BTreeMap::new(),
-            push_armed: HashSet::new(),
-            push_armed_order: VecDeque::new(),
+            deps,
         };
         task.install(instance, started);
         tokio::spawn(task.main());
     }
 
     /// Takes over a freshly started agent.
-    fn install(&mut self, instance: Arc<Instance>, mut started: Started) {
-        let limits = &self.rt.config.limits;
-        if let Some(stderr) = started.child.stderr.take() {
-            tokio::spawn(agent_io::log_stderr(self.handle.id.clone(), stderr));
-        }
-        self.stdout = started.child.stdout.take();
-        self.stdin = started.child.stdin.take();
-        self.child = Some(started.child);
-        self.splitter = LineSplitter::new(limits.max_line_bytes);
-        self.stdin_buf.clear();
-        self.stdin_records = 0;
-        self.exited = None;
-        self.drain_deadline = None;
-        *self
-            .handle
-            .adapter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(started.adapter.clone());
+    fn install(&mut self, instance: Arc<Instance>, started: Started) {
+        let max_line = self.deps.limits.max_line_bytes;
+        self.agent.install(&self.handle.id, started.child, max_line);
+        self.set_running_adapter(Some(started.adapter.clone()));
+        let through = started.translator.is_none();
         self.run = Some(Run {
             generation: instance.generation(),
             instance,
             request: started.request,
-            through_from_client: started.spec.passthrough_from_client
-                || started.translator.is_none(),
-            through_from_agent: started.spec.passthrough_from_agent || started.translator.is_none(),
+            through_from_client: started.spec.passthrough_from_client || through,
+            through_from_agent: started.spec.passthrough_from_agent || through,
             adapter: started.adapter,
             translator: started.translator,
             pgid: started.pid,
@@ -219,24 +111,27 @@ impl SessionTask {
     }
 
     async fn main(mut self) {
-        let stdin_limit = self.rt.config.limits.stdin_queue_records;
+        let stdin_limit = self.deps.limits.stdin_queue_records;
         loop {
-            let taking_input =
-                self.run.is_some() && self.stdin.is_some() && self.stdin_records < stdin_limit;
-            let writing = self.stdin.is_some() && !self.stdin_buf.is_empty();
-            let next_timer = self.push_timers.values().map(|t| t.deadline).min();
+            let taking_input = self.run.is_some() && self.agent.inp.taking(stdin_limit);
+            let writing = self.agent.inp.writing();
+            let reaping = self.agent.exit.waiting();
+            let drain_until = self.agent.exit.drain_deadline();
+            let next_timer = self.timers.next_deadline();
             let flow = tokio::select! {
                 biased;
                 ctrl = self.ctrl_rx.recv() => match ctrl {
                     Some(c) => self.on_control(c).await,
                     None => ControlFlow::Break(()),
                 },
-                read = read_stdout(&mut self.stdout, &mut self.splitter) => {
+                read = self.agent.out.read() => {
                     self.on_stdout(read).await;
                     ControlFlow::Continue(())
                 }
-                written = write_stdin(&mut self.stdin, &self.stdin_buf), if writing => {
-                    self.on_written(written);
+                written = self.agent.inp.write(), if writing => {
+                    if let Some(e) = self.agent.inp.written(written) {
+                        tracing::debug!(session = %self.handle.id, error = %e, "the agent's stdin is closed; dropping queued records");
+                    }
                     ControlFlow::Continue(())
                 }
                 Some(record) = self.inbound_rx.recv(), if taking_input => {
@@ -244,7 +139,7 @@ impl SessionTask {
                     // Take what else is queued now, so that one write
                     // carries many records.
                     for _ in 1..MAX_INBOUND_BATCH {
-                        if self.stdin_records >= stdin_limit || self.run.is_none() {
+                        if self.run.is_none() || !self.agent.inp.taking(stdin_limit) {
                             break;
                         }
                         match self.inbound_rx.try_recv() {
@@ -254,11 +149,14 @@ impl SessionTask {
                     }
                     ControlFlow::Continue(())
                 }
-                status = wait_child(&mut self.child), if self.exited.is_none() => {
-                    self.on_child_exit(status).await;
+                status = self.agent.exit.wait(), if reaping => {
+                    let stdout_open = self.agent.out.is_open();
+                    if self.agent.exit.exited(status, stdout_open, Instant::now()) {
+                        self.end_of_output().await;
+                    }
                     ControlFlow::Continue(())
                 }
-                () = sleep_opt(self.drain_deadline) => {
+                () = sleep_opt(drain_until) => {
                     // A descendant keeps stdout open: stop waiting for EOF.
                     self.end_of_output().await;
                     ControlFlow::Continue(())
@@ -268,7 +166,7 @@ impl SessionTask {
                     ControlFlow::Continue(())
                 }
             };
-            self.flush_outbox();
+            self.flush();
             if flow.is_break() {
                 break;
             }
@@ -279,19 +177,13 @@ impl SessionTask {
 
     async fn on_control(&mut self, ctrl: Control) -> ControlFlow<()> {
         match ctrl {
-            Control::Attach { slot, opts, reply } => {
-                let result = self.attach(slot, opts);
-                if let Err((slot, e)) = result {
-                    let _ = slot.kill.send((1011, "session not running"));
-                    let _ = reply.send(Err(e));
-                } else if let Ok(catchup) = result {
-                    let _ = reply.send(Ok(catchup));
-                }
+            Control::Attach { opts, reply } => {
+                // A client gone meanwhile drops the attachment, which
+                // detaches it again.
+                let _ = reply.send(self.attach(opts));
             }
             Control::Detach { client } => {
-                let before = self.clients.len();
-                self.clients.retain(|c| c.id != client);
-                if self.clients.len() != before {
+                if self.clients.remove(client) {
                     self.update_client_count();
                     tracing::info!(session = %self.handle.id, client, clients = self.clients.len(), "client detached");
                 }
@@ -318,36 +210,30 @@ impl SessionTask {
                         "tokens": tokens,
                         "requestId": request_id,
                     });
-                    self.publish(Utf8Bytes::from(record.to_string()));
+                    self.publish(Text::from(record.to_string()));
                 }
             }
         }
         ControlFlow::Continue(())
     }
 
-    #[allow(clippy::result_large_err)]
-    fn attach(
-        &mut self,
-        slot: ClientSlot,
-        opts: AttachOptions,
-    ) -> Result<Catchup, (ClientSlot, AttachError)> {
+    fn attach(&mut self, opts: AttachOptions) -> Result<Attachment, AttachError> {
         if self.run.is_none() {
-            let status = self.handle.status();
-            return Err((slot, AttachError::NotRunning(status)));
+            return Err(AttachError::NotRunning(self.handle.status()));
         }
         // Records of this step already count as sent (they are in the
         // replay buffer): deliver them to the existing clients first, so the
         // seam for the new one is exactly here.
-        self.flush_outbox();
+        self.flush();
         let wants_seq = opts.seq || opts.since.is_some();
         let hello = opts.hello || opts.since.is_some();
         let mut first = Vec::new();
         if hello {
-            first.push(Utf8Bytes::from(self.hello().to_string()));
+            first.push(Text::from(self.hello().to_string()));
         }
         let catchup = self.stream.catchup(opts.since, Instant::now());
         if let Some((from, to)) = catchup.gap {
-            first.push(Utf8Bytes::from(
+            first.push(Text::from(
                 serde_json::json!({"type": "amarre.replay_gap", "from": from, "to": to})
                     .to_string(),
             ));
@@ -364,23 +250,26 @@ impl SessionTask {
                 .iter()
                 .map(|p| text_for(&p.text, p.seq, wants_seq)),
         );
-        self.clients.push(Client {
-            id: slot.id,
-            tx: slot.tx,
-            queued: slot.queued,
-            kill: Some(slot.kill),
-            wants_seq,
-        });
+        let (client, outbox) = self.clients.add(wants_seq);
         self.update_client_count();
         tracing::info!(
             session = %self.handle.id,
-            client = slot.id,
+            client,
             clients = self.clients.len(),
             replayed = catchup.replay.len(),
             pending = catchup.pending.len(),
             "client attached"
         );
-        Ok(first)
+        Ok(Attachment {
+            client,
+            catchup: first,
+            outbox,
+            detach: Detach {
+                ctrl: self.handle.ctrl.clone(),
+                client,
+                armed: true,
+            },
+        })
     }
 
     fn hello(&self) -> serde_json::Value {
@@ -409,16 +298,11 @@ impl SessionTask {
             return Err(RestartError::AlreadyRunning);
         }
         let instance = self
-            .rt
+            .deps
             .instances
             .get(&self.handle.instance_id)
             .ok_or_else(|| RestartError::InstanceGone(self.handle.instance_id.clone()))?;
-        let ctx = spawn::SpawnEnv {
-            spawner: &self.rt.spawner,
-            daemon_env: &self.rt.daemon_env,
-            files_root: &self.rt.files_root,
-        };
-        let started = spawn::start(&ctx, instance.adapter(), &instance.config, &self.handle.id, &self.handle.options)
+        let started = spawn::start(&self.deps.spawn_env(), instance.adapter(), &instance.config, &self.handle.id, &self.handle.options)
             .await
             .map_err(|e| {
                 tracing::warn!(session = %self.handle.id, reason = e.reason, detail = %e.detail, "failed to restart the agent");
@@ -442,65 +326,46 @@ impl SessionTask {
     async fn stop(&mut self, status: Status, code: u16, reason: &'static str) {
         self.handle.lock().status = status;
         self.close_clients(code, reason);
-        self.push_timers.clear();
+        self.timers.clear();
         self.stream.clear_pending();
         let Some(run) = self.run.take() else { return };
         // Closing stdin lets a well-behaved agent exit on EOF by itself;
         // its output is no longer read.
-        self.drop_io();
-        let grace = self.rt.config.limits.kill_grace;
+        self.agent.drop_io();
+        let grace = self.deps.limits.kill_grace;
         signal_group(run.pgid, libc::SIGTERM);
-        let exited = self.wait_exit(grace).await;
+        let exited = self.agent.exit.wait_for(grace).await;
         signal_group(run.pgid, libc::SIGKILL);
         if !exited {
             tracing::warn!(session = %self.handle.id, pid = run.pgid, grace_ms = grace.as_millis() as u64, "agent ignored SIGTERM; sent SIGKILL");
-            self.wait_exit(KILL_WAIT).await;
+            self.agent.exit.wait_for(KILL_WAIT).await;
         }
         // SIGKILL is delivered asynchronously: answer once the whole group
         // is gone, not just its leader.
         if !wait_group_gone(run.pgid, KILL_WAIT).await {
             tracing::warn!(session = %self.handle.id, pgid = run.pgid, "processes of the agent's group survived SIGKILL");
         }
-        self.child = None;
+        self.agent.exit.end();
         self.handle.lock().pid = None;
+        self.set_running_adapter(None);
+        run.remove_files();
+    }
+
+    fn set_running_adapter(&self, adapter: Option<Arc<crate::adapter::Adapter>>) {
         *self
             .handle
             .adapter
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        remove_files(&run);
-    }
-
-    /// Waits up to `within` for the agent to be reaped.
-    async fn wait_exit(&mut self, within: Duration) -> bool {
-        let Some(child) = self.child.as_mut() else {
-            return true;
-        };
-        tokio::time::timeout(within, child.wait()).await.is_ok()
-    }
-
-    /// Forgets the agent's pipes and whatever was queued for it.
-    fn drop_io(&mut self) {
-        self.stdin = None;
-        self.stdout = None;
-        self.stdin_buf.clear();
-        self.stdin_records = 0;
-        self.drain_deadline = None;
+            .unwrap_or_else(|p| p.into_inner()) = adapter;
     }
 
     // ----- agent -> clients ----------------------------------------------
 
     async fn on_stdout(&mut self, read: std::io::Result<usize>) {
-        let mut split = Split::default();
-        let eof = !matches!(read, Ok(n) if n > 0);
-        if eof {
-            self.splitter.finish(&mut split);
-        } else {
-            self.splitter.drain(&mut split);
-        }
+        let (split, eof) = self.agent.out.lines(&read);
         for bytes in &split.dropped {
-            tracing::warn!(session = %self.handle.id, bytes, max_line = self.rt.config.limits.max_line_bytes, "dropped an agent line longer than the limit");
-            add(&self.rt.metrics.dropped_too_long, 1);
+            tracing::warn!(session = %self.handle.id, bytes, max_line = self.deps.limits.max_line_bytes, "dropped an agent line longer than the limit");
+            add(&self.deps.metrics.dropped_too_long, 1);
         }
         for line in split.lines {
             if self.run.is_none() {
@@ -508,42 +373,24 @@ impl SessionTask {
             }
             self.agent_line(line).await;
         }
-        if eof {
-            self.stdout = None;
-            if self.exited.is_some() {
-                self.end_of_output().await;
-            }
-        }
-    }
-
-    async fn on_child_exit(&mut self, status: std::io::Result<std::process::ExitStatus>) {
-        let (code, signal) = status.map(describe_exit).unwrap_or((None, None));
-        self.exited = Some((code, signal));
-        if self.stdout.is_none() {
+        if eof && self.agent.exit.has_exited() {
             self.end_of_output().await;
-        } else {
-            self.drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
         }
     }
 
     /// The agent exited and its output is read (or the drain time is up).
     async fn end_of_output(&mut self) {
-        if self.stdout.is_some() {
-            let mut split = Split::default();
-            self.splitter.finish(&mut split);
-            for line in split.lines {
-                self.agent_line(line).await;
-            }
+        for line in self.agent.out.finish().lines {
+            self.agent_line(line).await;
         }
-        let (code, signal) = self.exited.take().unwrap_or((None, None));
-        self.child = None;
+        let (code, signal) = self.agent.exit.end();
         self.crashed(code, signal, None).await;
     }
 
     async fn agent_line(&mut self, line: Bytes) {
         let Some(run) = self.run.as_mut() else { return };
         if run.through_from_agent {
-            self.publish(utf8(line));
+            self.publish(Text::lossy(line));
             return;
         }
         self.follow_reload().await;
@@ -561,85 +408,46 @@ impl SessionTask {
     fn emit(&mut self, emits: Vec<Emit>) {
         for e in emits {
             match e {
-                Emit::ToClient(text) => self.publish(Utf8Bytes::from(text)),
-                Emit::ToAgent(text) => self.queue_to_agent(Bytes::from(text)),
+                Emit::ToClient(text) => self.publish(Text::from(text)),
+                Emit::ToAgent(text) => self.agent.inp.queue(text.as_bytes()),
             }
         }
     }
 
-    /// Numbers, buffers and fans out one record; arms push timers.
-    fn publish(&mut self, text: Utf8Bytes) {
+    /// Numbers, buffers and queues one record for every client; arms push
+    /// timers.
+    fn publish(&mut self, text: Text) {
         let head = parse_head(text.as_bytes());
         let seq = self.stream.push(&text, head.as_ref());
         if let Some(h) = &head {
-            self.arm_push(h, &text);
+            self.timers.arm(h, &text, Instant::now);
         }
-        let m = &self.rt.metrics;
+        let m = &self.deps.metrics;
         add(&m.records_agent_to_client, 1);
         add(&m.bytes_agent_to_client, text.len() as u64);
-        self.outbox.push((text, seq));
+        self.clients.publish(text, seq);
     }
 
-    /// Delivers the step's records: one batch per client. A client whose
-    /// queue would exceed its limits is closed with 1008 at once; nobody
-    /// waits for it.
-    fn flush_outbox(&mut self) {
-        if self.outbox.is_empty() {
-            return;
-        }
-        let outbox = std::mem::take(&mut self.outbox);
-        let limits = &self.rt.config.limits;
-        let (max_records, max_bytes) = (limits.client_queue_records, limits.client_queue_bytes);
-        let mut numbered: Option<Vec<Utf8Bytes>> = None;
-        let session = &self.handle.id;
-        let metrics = &self.rt.metrics;
+    /// Delivers the step's records to every client (one batch each).
+    fn flush(&mut self) {
         let before = self.clients.len();
-        self.clients.retain_mut(|c| {
-            let batch: Vec<Utf8Bytes> = if c.wants_seq {
-                numbered
-                    .get_or_insert_with(|| outbox.iter().map(|(t, seq)| text_for(t, *seq, true)).collect())
-                    .clone()
-            } else {
-                outbox.iter().map(|(t, _)| t.clone()).collect()
-            };
-            let (n, len) = (batch.len(), batch.iter().map(|t| t.len()).sum::<usize>());
-            let records = c.queued.records.fetch_add(n, Ordering::AcqRel) + n;
-            let bytes = c.queued.bytes.fetch_add(len, Ordering::AcqRel) + len;
-            let sent = if records > max_records || bytes > max_bytes {
-                Err(mpsc::error::TrySendError::Full(Outbound::Batch(batch)))
-            } else {
-                c.tx.try_send(Outbound::Batch(batch))
-            };
-            match sent {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    c.queued.records.fetch_sub(n, Ordering::AcqRel);
-                    c.queued.bytes.fetch_sub(len, Ordering::AcqRel);
-                    add(&metrics.slow_clients_closed, 1);
-                    tracing::warn!(session = %session, client = c.id, queued_records = records, queued_bytes = bytes, "client too slow to read; closing it with 1008");
-                    if let Some(kill) = c.kill.take() {
-                        let _ = kill.send((1008, "client too slow"));
-                    }
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        let slow = self.clients.flush();
+        self.closed_slow(&slow);
         if self.clients.len() != before {
             self.update_client_count();
         }
     }
 
-    fn close_clients(&mut self, code: u16, reason: &'static str) {
-        // What was published before the close goes first.
-        self.flush_outbox();
-        for mut c in self.clients.drain(..) {
-            if c.tx.try_send(Outbound::Close(code, reason)).is_err()
-                && let Some(kill) = c.kill.take()
-            {
-                let _ = kill.send((code, reason));
-            }
+    fn closed_slow(&self, slow: &[Slow]) {
+        for s in slow {
+            add(&self.deps.metrics.slow_clients_closed, 1);
+            tracing::warn!(session = %self.handle.id, client = s.client, queued_records = s.records, queued_bytes = s.bytes, "client too slow to read; closing it with 1008");
         }
+    }
+
+    fn close_clients(&mut self, code: u16, reason: &'static str) {
+        let slow = self.clients.close_all((code, reason));
+        self.closed_slow(&slow);
         self.update_client_count();
     }
 
@@ -652,20 +460,20 @@ impl SessionTask {
     // ----- clients -> agent ----------------------------------------------
 
     async fn on_inbound(&mut self, record: Inbound) {
-        add(&self.rt.metrics.records_client_to_agent, 1);
+        add(&self.deps.metrics.records_client_to_agent, 1);
         add(
-            &self.rt.metrics.bytes_client_to_agent,
+            &self.deps.metrics.bytes_client_to_agent,
             record.line.len() as u64,
         );
         if record.head.kind.as_deref() == Some("extension_ui_response")
             && let Some(id) = &record.head.id
         {
             self.stream.answered(id);
-            self.push_timers.remove(id);
+            self.timers.answered(id);
         }
         let Some(run) = self.run.as_mut() else { return };
         if run.through_from_client {
-            self.queue_to_agent(record.line);
+            self.agent.inp.queue(&record.line);
             return;
         }
         self.follow_reload().await;
@@ -680,94 +488,13 @@ impl SessionTask {
         }
     }
 
-    /// Queues a record for the agent; the select loop writes it.
-    fn queue_to_agent(&mut self, line: Bytes) {
-        if self.stdin.is_none() {
-            return;
-        }
-        self.stdin_buf.extend_from_slice(&line);
-        self.stdin_buf.extend_from_slice(b"\n");
-        self.stdin_records += 1;
-    }
-
-    fn on_written(&mut self, written: std::io::Result<usize>) {
-        match written {
-            Ok(n) if n > 0 => {
-                self.stdin_buf.advance(n);
-                if self.stdin_buf.is_empty() {
-                    self.stdin_records = 0;
-                }
-            }
-            result => {
-                if let Err(e) = result {
-                    tracing::debug!(session = %self.handle.id, error = %e, "the agent's stdin is closed; dropping queued records");
-                }
-                self.stdin = None;
-                self.stdin_buf.clear();
-                self.stdin_records = 0;
-            }
-        }
-    }
-
-    // ----- hot reload ------------------------------------------------------
-
-    /// At a record boundary: if the instance swapped in a newer version of
-    /// this adapter and both versions declare `state-handover`, move the
-    /// translator over (save on the old, create with that state on the new).
-    /// Otherwise the session finishes on the version it started with. One
-    /// atomic load per record when nothing changed.
+    /// At a record boundary: moves to a newer adapter version if the
+    /// instance has one and both versions hand over ([`handover`]).
     async fn follow_reload(&mut self) {
         let Some(run) = self.run.as_mut() else { return };
-        let generation = run.instance.generation();
-        if generation == run.generation {
-            return;
+        if let Some(next) = handover::follow(run, &self.handle.id).await {
+            self.set_running_adapter(Some(next));
         }
-        // One attempt per new generation.
-        run.generation = generation;
-        let next = run.instance.adapter();
-        let session = &self.handle.id;
-        if Arc::ptr_eq(&next, &run.adapter) || run.translator.is_none() {
-            return;
-        }
-        let both = run.adapter.info.has(Capability::StateHandover)
-            && next.info.has(Capability::StateHandover);
-        if !both || next.info.name != run.adapter.info.name {
-            tracing::info!(session = %session, from = %run.adapter.label(), to = %next.label(), "no state hand-over between these versions; the session stays on its version");
-            return;
-        }
-        let Some(old) = run.translator.as_mut() else {
-            return;
-        };
-        let saved = match old.save().await {
-            Ok(Some(state)) => state,
-            Ok(None) => {
-                tracing::info!(session = %session, adapter = %run.adapter.label(), "the adapter saved no state; the session stays on its version");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(session = %session, error = %e, "saving translator state failed; the session stays on its version");
-                return;
-            }
-        };
-        let mut fresh = match next.instantiate().await {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::warn!(session = %session, error = %e, "the new version cannot be instantiated; the session stays on its version");
-                return;
-            }
-        };
-        if let Err(e) = fresh.create_session(&run.request, Some(&saved)).await {
-            tracing::warn!(session = %session, error = %e, "the new version refused the saved state; the session stays on its version");
-            return;
-        }
-        tracing::info!(session = %session, from = %run.adapter.label(), to = %next.label(), hash = %next.hash, "session moved to the new adapter version");
-        run.translator = Some(fresh);
-        run.adapter = next.clone();
-        *self
-            .handle
-            .adapter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(next);
     }
 
     // ----- failures --------------------------------------------------------
@@ -780,12 +507,11 @@ impl SessionTask {
         tracing::error!(session = %self.handle.id, error = %err, "adapter trapped; ending the session");
         let Some(run) = self.run.as_ref() else { return };
         let pgid = run.pgid;
-        let grace = self.rt.config.limits.kill_grace;
+        let grace = self.deps.limits.kill_grace;
         // The agent's own exit adds no second event: stop listening to it,
         // terminate it and reap it in the background.
-        self.drop_io();
-        self.exited = None;
-        let child = self.child.take();
+        self.agent.drop_io();
+        let child = self.agent.exit.take_child();
         signal_group(pgid, libc::SIGTERM);
         tokio::spawn(async move {
             if let Some(mut child) = child
@@ -817,7 +543,7 @@ impl SessionTask {
                         // The agent is gone: only records for clients matter.
                         for e in emits {
                             if let Emit::ToClient(text) = e {
-                                self.publish(Utf8Bytes::from(text));
+                                self.publish(Text::from(text));
                             }
                         }
                     }
@@ -828,13 +554,9 @@ impl SessionTask {
             }
             signal_group(run.pgid, libc::SIGKILL);
         }
-        self.drop_io();
-        *self
-            .handle
-            .adapter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        add(&self.rt.metrics.sessions_crashed, 1);
+        self.agent.drop_io();
+        self.set_running_adapter(None);
+        add(&self.deps.metrics.sessions_crashed, 1);
         {
             let mut state = self.handle.lock();
             state.status = Status::Crashed;
@@ -857,78 +579,44 @@ impl SessionTask {
         } else {
             tracing::warn!(session = %self.handle.id, exit_code = ?code, signal = ?signal, "session crashed: agent exited");
         }
-        self.publish(Utf8Bytes::from(event.to_string()));
+        self.publish(Text::from(event.to_string()));
         self.close_clients(1011, "agent exited");
-        self.push_timers.clear();
+        self.timers.clear();
         self.stream.clear_pending();
-        if let Some(push) = &self.rt.push {
-            push.crashed(
-                &self.handle,
+        if let Some(n) = &self.deps.notifier {
+            n.crashed(
+                &self.handle.id,
+                self.handle.name.as_deref(),
                 code,
                 signal.as_deref(),
                 trap.as_ref().map(|t| t.adapter()),
             );
         }
-        remove_files(&run);
+        run.remove_files();
     }
 
     // ----- push timers -----------------------------------------------------
 
-    fn arm_push(&mut self, head: &Head, record: &Utf8Bytes) {
-        if self.rt.push.is_none() || head.kind.as_deref() != Some("extension_ui_request") {
-            return;
-        }
-        if !expects_answer(head.method.as_deref()) {
-            return;
-        }
-        let Some(id) = head.id.clone() else { return };
-        // Exactly one push per request id, even if an agent repeats one.
-        if self.push_armed.contains(&id) {
-            return;
-        }
-        if self.push_armed.len() >= MAX_REMEMBERED_PUSH_IDS
-            && let Some(old) = self.push_armed_order.pop_front()
-        {
-            self.push_armed.remove(&old);
-        }
-        self.push_armed.insert(id.clone());
-        self.push_armed_order.push_back(id.clone());
-        self.push_timers.entry(id).or_insert_with(|| PushTimer {
-            deadline: Instant::now() + self.rt.config.push.grace,
-            method: head.method.clone().unwrap_or_default(),
-            record: record.clone(),
-        });
-    }
-
     fn on_timers(&mut self) {
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .push_timers
-            .iter()
-            .filter(|(_, t)| t.deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let grace_ms = self.rt.config.push.grace.as_millis() as u64;
-        for id in due {
-            let Some(timer) = self.push_timers.remove(&id) else {
-                continue;
-            };
+        let grace_ms = self.timers.grace().as_millis() as u64;
+        for timer in self.timers.due(Instant::now()) {
             let last_text = self.handle.last_client_text_ms.load(Ordering::Relaxed);
             if last_text != 0 && crate::util::now_ms().saturating_sub(last_text) < grace_ms {
-                tracing::debug!(session = %self.handle.id, request = %id, "a client is active; no awaiting-input push");
+                tracing::debug!(session = %self.handle.id, request = %timer.request_id, "a client is active; no awaiting-input push");
                 continue;
             }
-            if let Some(push) = &self.rt.push {
-                push.awaiting_input(&self.handle, &id, &timer.method, timer.record.as_str());
+            if let Some(n) = &self.deps.notifier {
+                let handle = self.handle.clone();
+                let request_id = timer.request_id.clone();
+                n.awaiting_input(
+                    &self.handle.id,
+                    self.handle.name.as_deref(),
+                    &timer.request_id,
+                    &timer.method,
+                    &timer.record.to_string_lossy(),
+                    Box::new(move |tokens| handle.push_sent(request_id, tokens)),
+                );
             }
         }
-    }
-}
-
-fn remove_files(run: &Run) {
-    if let Some(dir) = &run.files_dir
-        && let Err(e) = std::fs::remove_dir_all(dir)
-    {
-        tracing::debug!(dir = %dir.display(), error = %e, "failed to remove the session directory");
     }
 }

@@ -1,5 +1,9 @@
 //! Configured instances, the adapter version currently serving each, and
-//! hot reload (docs/hot-reload.md).
+//! every way a new version arrives (docs/hot-reload.md): this module loads
+//! the instances at start-up, watches their files ([`watch`]), re-reads the
+//! configuration on SIGHUP ([`Instances::spawn_sighup`]) and serves
+//! `POST /instances/{id}/reload` ([`Instances::reload`]). Sessions only read
+//! [`Instance::adapter`] and [`Instance::generation`].
 //!
 //! A reload re-reads the instance's configured `agentPath` (never a path
 //! from a request), loads the component off the async runtime (or from a
@@ -9,16 +13,18 @@
 //! Reloads of one instance are serialised: one that overlaps another waits
 //! for it and then finds nothing left to do.
 
+pub(crate) mod watch;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use crate::adapter::{Adapter, AdapterHost, AdapterSource};
-use crate::config::InstanceConfig;
+use crate::adapter::{Adapter, AdapterHost, AdapterSource, content_hash};
+use crate::config::{Config, InstanceConfig, Overrides};
 use crate::ops::metrics::{Metrics, add};
+use crate::ops::systemd;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +104,7 @@ impl Instance {
     /// Re-reads the configured file and swaps in the component it holds.
     /// On failure the old version keeps serving and the error is kept for
     /// the listing.
-    pub async fn reload(&self, host: &AdapterHost, metrics: &Metrics) -> Result<Reloaded, String> {
+    async fn reload(&self, host: &AdapterHost, metrics: &Metrics) -> Result<Reloaded, String> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let Some(path) = self.config.agent_path.clone() else {
             return Ok(Reloaded::Unchanged);
@@ -115,11 +121,7 @@ impl Instance {
             Err(e) => return fail(format!("failed to read adapter {}: {e}", path.display())),
         };
         let current = self.adapter();
-        let hash: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if hash == current.hash {
+        if content_hash(&bytes) == current.hash {
             self.set_error(None);
             return Ok(Reloaded::Unchanged);
         }
@@ -149,24 +151,43 @@ impl Instance {
     }
 }
 
-/// All instances, in configuration order.
-#[derive(Default)]
+/// All instances, in configuration order, with what reloading them needs.
 pub struct Instances {
     list: RwLock<Vec<Arc<Instance>>>,
+    host: AdapterHost,
+    metrics: Arc<Metrics>,
+    /// Watching on, and its debounce (from the start-up configuration).
+    watch: Option<Duration>,
+    /// The file watcher of the current list.
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Instances {
     /// Loads the adapter of every configured instance. The error names the
     /// instance and says why its adapter could not be loaded.
-    pub async fn load(host: &AdapterHost, configs: &[InstanceConfig]) -> Result<Instances, String> {
+    pub async fn load(
+        host: AdapterHost,
+        configs: &[InstanceConfig],
+        metrics: Arc<Metrics>,
+        watch: Option<Duration>,
+    ) -> Result<Instances, String> {
         let mut list = Vec::with_capacity(configs.len());
         for config in configs {
-            let adapter = load_adapter(host, config).await?;
+            let adapter = load_adapter(&host, config).await?;
             list.push(Arc::new(Instance::new(config.clone(), adapter)));
         }
         Ok(Instances {
             list: RwLock::new(list),
+            host,
+            metrics,
+            watch,
+            watcher: Mutex::new(None),
         })
+    }
+
+    /// The adapter host (for the listing's counters).
+    pub fn host(&self) -> &AdapterHost {
+        &self.host
     }
 
     /// Every instance.
@@ -190,22 +211,33 @@ impl Instances {
             .or_else(|| self.all().into_iter().next())
     }
 
+    /// `POST /instances/{id}/reload`, the watcher and SIGHUP: re-reads the
+    /// instance's configured file and swaps in the component it holds.
+    pub async fn reload(&self, instance: &Instance) -> Result<Reloaded, String> {
+        instance.reload(&self.host, &self.metrics).await
+    }
+
+    /// Reloads every instance whose file changed (SIGHUP).
+    pub async fn reload_all(&self) {
+        for instance in self.all() {
+            if instance.path().is_some() {
+                let _ = self.reload(&instance).await;
+            }
+        }
+    }
+
     /// Replaces the instance list (a configuration reload): instances whose
     /// configuration is unchanged keep their `Instance` (and adapter),
     /// changed or new ones are loaded; removed ones disappear (their live
     /// sessions finish, restarts answer 410). All or nothing.
-    pub async fn replace(
-        &self,
-        host: &AdapterHost,
-        configs: &[InstanceConfig],
-    ) -> Result<(), String> {
+    pub async fn replace(&self, configs: &[InstanceConfig]) -> Result<(), String> {
         let old = self.all();
         let mut next = Vec::with_capacity(configs.len());
         for config in configs {
             match old.iter().find(|i| &i.config == config) {
                 Some(same) => next.push(same.clone()),
                 None => {
-                    let adapter = load_adapter(host, config).await?;
+                    let adapter = load_adapter(&self.host, config).await?;
                     next.push(Arc::new(Instance::new(config.clone(), adapter)));
                 }
             }
@@ -213,15 +245,100 @@ impl Instances {
         *self.list.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(())
     }
+
+    /// (Re)starts watching the files of the current list, when watching is
+    /// on.
+    pub fn watch(self: &Arc<Self>) {
+        let mut w = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = w.take() {
+            old.abort();
+        }
+        if let Some(debounce) = self.watch {
+            *w = watch::start(self.clone(), debounce);
+        }
+    }
+
+    /// Stops watching.
+    pub fn stop_watching(&self) {
+        if let Some(w) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            w.abort();
+        }
+    }
+
+    /// SIGHUP: re-read the configuration file (new, changed and removed
+    /// instances take effect; other settings need a restart, which is
+    /// logged), then reload every adapter file that changed. `env` is the
+    /// environment read at start-up (never read again).
+    pub fn spawn_sighup(
+        self: &Arc<Self>,
+        config: Arc<Config>,
+        env: Arc<HashMap<String, String>>,
+        overrides: Overrides,
+    ) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                systemd::notify("RELOADING=1");
+                tracing::info!(
+                    signal = "SIGHUP",
+                    "re-reading the configuration and reloading changed adapter files"
+                );
+                if config.config_file.is_some() {
+                    this.reconfigure(&config, &env, &overrides).await;
+                }
+                this.reload_all().await;
+                systemd::notify("READY=1");
+            }
+        });
+    }
+
+    async fn reconfigure(
+        self: &Arc<Self>,
+        config: &Config,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) {
+        let next = match Config::load_from(env, overrides) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!("configuration reload failed, nothing changed: {e}");
+                return;
+            }
+        };
+        let current: Vec<_> = self.all().iter().map(|i| i.config.clone()).collect();
+        if next.instances != current {
+            match self.replace(&next.instances).await {
+                Ok(()) => {
+                    tracing::info!(instances = next.instances.len(), "instances reconfigured");
+                    // Watch the files of the new list.
+                    self.watch();
+                }
+                Err(e) => tracing::error!("configuration reload failed, instances unchanged: {e}"),
+            }
+        }
+        let mut others = config.clone();
+        others.instances = next.instances.clone();
+        if others != next {
+            tracing::warn!(
+                "settings other than instances changed in the configuration file; they take effect at the next restart"
+            );
+        }
+    }
 }
 
 /// Loads the adapter an instance names: its `agentPath` file when set (with
 /// a warning when the file's adapter has another name than `agent`), else
 /// the built-in `agent`.
-pub async fn load_adapter(
-    host: &AdapterHost,
-    config: &InstanceConfig,
-) -> Result<Arc<Adapter>, String> {
+async fn load_adapter(host: &AdapterHost, config: &InstanceConfig) -> Result<Arc<Adapter>, String> {
     let loaded = match (&config.agent_path, &config.agent) {
         (Some(path), agent) => {
             let adapter = host

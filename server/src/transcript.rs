@@ -2,14 +2,17 @@
 //! the real host (spawn, then records in from either side) and state the
 //! records expected out. The format is documented in docs/transcripts.md.
 //! This is the one implementation behind the project's adapter tests and
-//! `amarre adapters test`.
+//! `amarre adapters test`. It is tooling for adapter authors, kept out of
+//! the adapter host (`adapter/`), which the daemon runs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Adapter, AdapterError, AdapterInstance, CallError, Emit, SpawnRequest, SpawnSpec};
+use crate::adapter::{
+    Adapter, AdapterError, AdapterInstance, CallError, Emit, SpawnRequest, SpawnSpec,
+};
 
 /// One difference between a transcript and what the adapter did.
 #[derive(Debug, Clone, PartialEq, Eq)]

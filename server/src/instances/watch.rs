@@ -13,13 +13,15 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Runtime;
+use super::Instances;
 
 /// Starts the watcher task; `None` when no instance has a file or the
 /// watcher cannot be created (logged).
-pub fn start(rt: Arc<Runtime>, debounce: Duration) -> Option<tokio::task::JoinHandle<()>> {
-    let files: Vec<PathBuf> = rt
-        .instances
+pub(crate) fn start(
+    instances: Arc<Instances>,
+    debounce: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let files: Vec<PathBuf> = instances
         .all()
         .iter()
         .filter_map(|i| i.path().cloned())
@@ -83,11 +85,11 @@ pub fn start(rt: Arc<Runtime>, debounce: Duration) -> Option<tokio::task::JoinHa
                     let ready: Vec<PathBuf> = due.iter().filter(|(_, at)| **at <= now).map(|(p, _)| p.clone()).collect();
                     for path in ready {
                         due.remove(&path);
-                        for instance in rt.instances.all() {
+                        for instance in instances.all() {
                             let watched = instance.path().map(|p| std::path::absolute(p).unwrap_or(p.clone()));
                             if watched.as_ref() == Some(&path) {
                                 tracing::info!(instance = %instance.config.id, path = %path.display(), "adapter file changed; reloading");
-                                let _ = instance.reload(&rt.host, &rt.metrics).await;
+                                let _ = instances.reload(&instance).await;
                             }
                         }
                     }
@@ -95,13 +97,4 @@ pub fn start(rt: Arc<Runtime>, debounce: Duration) -> Option<tokio::task::JoinHa
             }
         }
     }))
-}
-
-/// Reloads every instance whose file changed (SIGHUP).
-pub async fn reload_all(rt: &Runtime) {
-    for instance in rt.instances.all() {
-        if instance.path().is_some() {
-            let _ = instance.reload(&rt.host, &rt.metrics).await;
-        }
-    }
 }
