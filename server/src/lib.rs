@@ -9,9 +9,11 @@
 //! - [`session`]: the registry, the per-session task, framing and replay;
 //! - [`http`]: REST, WebSocket and the browser-safety guard;
 //! - [`push`]: Expo push notifications;
+//! - [`auth`]: the optional token (PROTOCOL.md 12.5);
 //! - [`cli`]: the command line.
 
 pub mod adapter;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -24,4 +26,4 @@ pub mod util;
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The wire protocol this server speaks (PROTOCOL.md section 11).
-pub const PROTOCOL_VERSION: &str = "2.3.0";
+pub const PROTOCOL_VERSION: &str = "2.4.0";

@@ -77,17 +77,34 @@ pub async fn run(args: ServeArgs) -> i32 {
         }
     };
     init_logging(config.log_format, config.log_filter.as_deref());
+    let token_mode = config.auth == crate::auth::AuthMode::Token;
     if !config.host.is_loopback() {
         if !config.allow_non_loopback {
+            let why = if token_mode {
+                "without an explicit opt-in"
+            } else {
+                "because amarre has no authentication (AMARRE_AUTH=none)"
+            };
             eprintln!(
-                "amarre: AMARRE_HOST: refusing to bind the non-loopback address {} because amarre has no authentication; \
+                "amarre: AMARRE_HOST: refusing to bind the non-loopback address {} {why}; \
 reach it through `tailscale serve`, or force it with --allow-non-loopback / AMARRE_ALLOW_NON_LOOPBACK=1",
                 config.host
             );
             return EXIT_CONFIG;
         }
-        tracing::warn!(host = %config.host, "binding a non-loopback address: anyone who can reach it can run agents as this user");
+        if token_mode {
+            tracing::warn!(host = %config.host, "binding a non-loopback address: traffic is not encrypted without a TLS front such as `tailscale serve`");
+        } else {
+            tracing::warn!(host = %config.host, "binding a non-loopback address: anyone who can reach it can run agents as this user");
+        }
     }
+    let auth = match crate::auth::start(&config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("amarre: {e}");
+            return EXIT_CONFIG;
+        }
+    };
 
     let host = match AdapterHost::with_cache(
         AdapterLimits {
@@ -186,6 +203,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
     spawn_sighup(runtime.clone(), overrides, watcher.clone());
     let app = Arc::new(App {
         sessions: Sessions::new(runtime),
+        auth,
     });
     let router = http::router(app.clone(), guard);
 

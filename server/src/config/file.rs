@@ -23,6 +23,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "server.allowed_hosts",
     "server.allowed_origins",
     "server.cache_dir",
+    "server.auth",
+    "server.state_dir",
     "limits.max_line_bytes",
     "limits.max_frame_bytes",
     "limits.client_queue_records",
@@ -53,6 +55,13 @@ pub const KNOWN_KEYS: &[&str] = &[
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// `auth = "token"` and `state_dir = ...` may also stand at the top of
+    /// the file, before any section (PROTOCOL.md 12.3 and 12.5 name them
+    /// so); `[server]` wins when both are given.
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
     #[serde(default)]
     server: Server,
     #[serde(default)]
@@ -75,6 +84,8 @@ struct Server {
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
     cache_dir: Option<PathBuf>,
+    auth: Option<String>,
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +197,15 @@ impl FileConfig {
         if let Some(d) = &s.cache_dir {
             cfg.cache_dir = Some(d.clone());
         }
+        for (key, auth) in [("auth", &self.auth), ("server.auth", &s.auth)] {
+            if let Some(a) = auth {
+                cfg.auth = crate::auth::AuthMode::parse(a)
+                    .map_err(|p| err(path, format!("{key}: {p}")))?;
+            }
+        }
+        if let Some(d) = s.state_dir.as_ref().or(self.state_dir.as_ref()) {
+            cfg.state_dir = Some(d.clone());
+        }
         let l = &self.limits;
         let at_least_one = |v: Option<usize>, key: &str| -> Result<Option<usize>, ConfigError> {
             match v {
@@ -290,6 +310,10 @@ pub fn to_toml(cfg: &Config) -> String {
     server.insert("allowed_origins".into(), strings(&cfg.allowed_origins));
     if let Some(d) = &cfg.cache_dir {
         server.insert("cache_dir".into(), Value::String(d.display().to_string()));
+    }
+    server.insert("auth".into(), Value::String(cfg.auth.as_str().into()));
+    if let Some(d) = &cfg.state_dir {
+        server.insert("state_dir".into(), Value::String(d.display().to_string()));
     }
     root.insert("server".into(), Value::Table(server));
     let l = &cfg.limits;

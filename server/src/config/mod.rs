@@ -126,6 +126,11 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// The configuration file this came from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
+    /// Who may use the API (`AMARRE_AUTH`; PROTOCOL.md 12.5).
+    pub auth: crate::auth::AuthMode,
+    /// The daemon's state directory (`AMARRE_STATE_DIR`); the token file
+    /// lives there when it is set (see [`crate::auth::token_file_path`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -144,6 +149,8 @@ impl Default for Config {
             log_filter: None,
             cache_dir: None,
             config_file: None,
+            auth: crate::auth::AuthMode::None,
+            state_dir: None,
         }
     }
 }
@@ -307,6 +314,12 @@ impl Config {
         }
         if cfg.cache_dir.is_none() {
             cfg.cache_dir = crate::adapter::cache::default_dir(env);
+        }
+        if let Some(v) = get("AMARRE_AUTH") {
+            cfg.auth = crate::auth::AuthMode::parse(v).map_err(|p| err("AMARRE_AUTH", p))?;
+        }
+        if let Some(d) = get("AMARRE_STATE_DIR") {
+            cfg.state_dir = Some(PathBuf::from(d));
         }
         if let Some(v) = flags.log_format.as_deref().or(get("AMARRE_LOG_FORMAT")) {
             cfg.log_format = match v {
@@ -836,6 +849,37 @@ args = ["--verbose"]
     }
 
     #[test]
+    fn auth_and_state_dir_come_from_the_file_top_or_server_and_the_environment() {
+        use crate::auth::AuthMode;
+        let c = load(
+            "auth = \"token\"\nstate_dir = \"/s\"\n",
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.auth, AuthMode::Token);
+        assert_eq!(c.state_dir.as_deref(), Some(std::path::Path::new("/s")));
+        let c = load(
+            "[server]\nauth = \"token\"\n",
+            &[("AMARRE_AUTH", "none")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.auth, AuthMode::None, "the environment beats the file");
+        let e = load("[server]\nauth = \"pin\"\n", &[], Overrides::default()).unwrap_err();
+        assert!(e.problem.contains("server.auth"), "{e}");
+        let e = Config::from_sources(
+            &[("AMARRE_AUTH".to_string(), "yes".to_string())]
+                .into_iter()
+                .collect(),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.setting, "AMARRE_AUTH");
+        assert_eq!(Config::default().auth, AuthMode::None);
+    }
+
+    #[test]
     fn every_known_key_is_accepted_and_printed_back() {
         let mut doc = String::new();
         let mut sections: Vec<&str> = file::KNOWN_KEYS
@@ -862,7 +906,8 @@ args = ["--verbose"]
                     "host" => "\"127.0.0.1\"",
                     "allowed_hosts" | "allowed_origins" | "args" => "[\"a\"]",
                     "allow_non_loopback" | "reload_watch" => "true",
-                    "cache_dir" | "tokens_path" | "agent_path" => "\"/tmp/x\"",
+                    "cache_dir" | "tokens_path" | "agent_path" | "state_dir" => "\"/tmp/x\"",
+                    "auth" => "\"token\"",
                     "expo_url" => "\"https://example.com/push\"",
                     "format" => "\"json\"",
                     "filter" => "\"info\"",

@@ -76,6 +76,7 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
         );
     }
     let opts = attach_options(req.uri().query());
+    let auth = crate::auth::http::SocketAuth::of(&req);
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -89,14 +90,23 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
     upgrade
         .max_message_size(codec_limit)
         .max_frame_size(codec_limit)
-        .on_upgrade(move |socket| serve(socket, handle, opts, limits))
+        .on_upgrade(move |socket| serve(socket, handle, opts, limits, auth))
 }
 
-async fn serve(socket: WebSocket, handle: Arc<SessionHandle>, opts: AttachOptions, limits: Limits) {
+async fn serve(
+    socket: WebSocket,
+    handle: Arc<SessionHandle>,
+    opts: AttachOptions,
+    limits: Limits,
+    auth: Option<crate::auth::http::SocketAuth>,
+) {
     let (sink, stream) = socket.split();
     let client = handle.next_client_id();
     let (tx, rx) = mpsc::channel(limits.client_queue_records);
     let queued = Arc::new(Queued::default());
+    // Token mode: closes the socket once the token it was opened with is
+    // rotated (weak, so the session still ends the queue).
+    let rotation_close = tx.downgrade();
     let (kill_tx, kill_rx) = oneshot::channel();
     let slot = ClientSlot {
         id: client,
@@ -140,6 +150,15 @@ async fn serve(socket: WebSocket, handle: Arc<SessionHandle>, opts: AttachOption
             // The writer closed the socket; give the client a moment to
             // answer the close frame.
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE, &mut reader).await;
+        }
+        () = crate::auth::http::SocketAuth::rotated(auth) => {
+            tracing::info!(session = %handle.id, client, "closing a socket opened with a rotated token");
+            let (code, reason) = crate::auth::http::ROTATED;
+            if let Some(tx) = rotation_close.upgrade()
+                && tx.try_send(Outbound::Close(code, reason)).is_ok()
+            {
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE, &mut writer).await;
+            }
         }
     }
     writer.abort();

@@ -389,6 +389,9 @@ impl SessionTask {
         if let Some(info) = adapter {
             caps.extend(info.capabilities.iter().map(|c| c.as_str()));
         }
+        if self.rt.config.auth == crate::auth::AuthMode::Token {
+            caps.push("auth");
+        }
         serde_json::json!({
             "type": "amarre.hello",
             "protocol": crate::PROTOCOL_VERSION,
