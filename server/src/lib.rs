@@ -17,11 +17,13 @@
 //! - `ops`: metrics and systemd integration;
 //! - `transcript`: golden transcripts (adapter tooling);
 //! - `util`: the clock, atomic private files, the start-up environment;
+//! - [`auth`]: the optional token (PROTOCOL.md 12.5);
 //! - [`cli`]: the command line.
 //!
 //! Only what the test and bench programs use is public.
 
 pub mod adapter;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub(crate) mod http;
@@ -36,4 +38,4 @@ pub(crate) mod util;
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The wire protocol this server speaks (PROTOCOL.md section 11).
-pub const PROTOCOL_VERSION: &str = "2.3.0";
+pub const PROTOCOL_VERSION: &str = "2.4.0";

@@ -58,7 +58,7 @@ async fn the_hello_comes_first_with_exactly_its_fields() {
         hello,
         json!({
             "type": "amarre.hello",
-            "protocol": "2.3.0",
+            "protocol": "2.4.0",
             "server": {"name": "amarre", "version": env!("CARGO_PKG_VERSION")},
             "sessionId": id,
             "instanceId": "default",

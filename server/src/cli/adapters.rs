@@ -18,6 +18,10 @@ pub struct AdaptersArgs {
     /// The daemon to ask (for the listing).
     #[arg(long, default_value = "http://127.0.0.1:8341", global = true)]
     url: String,
+    /// The daemon's token file (AMARRE_AUTH=token) [default: AMARRE_TOKEN,
+    /// else the local daemon's token file].
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,7 +73,7 @@ const WIT: &str = include_str!("../../../wit/adapter.wit");
 /// Runs `amarre adapters ...`; returns the exit code.
 pub async fn run(args: AdaptersArgs) -> i32 {
     match args.command {
-        None => list(&args.url).await,
+        None => list(&args.url, args.token_file.as_deref()).await,
         Some(AdaptersCommand::Builtins) => builtins().await,
         Some(AdaptersCommand::Check { file }) => match check_file(&file).await {
             Ok(_) => 0,
@@ -112,9 +116,16 @@ fn host() -> Result<AdapterHost, i32> {
     })
 }
 
-async fn list(url: &str) -> i32 {
+async fn list(url: &str, token_file: Option<&Path>) -> i32 {
     let endpoint = format!("{}/adapters", url.trim_end_matches('/'));
-    let resp = match reqwest::get(&endpoint).await {
+    let http = match crate::auth::http_client(token_file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("amarre: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let resp = match http.get(&endpoint).send().await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("amarre: cannot reach the daemon at {url}: {e}");

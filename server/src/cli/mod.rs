@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod config;
 pub mod serve;
 pub mod sessions;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,8 @@ pub fn main() -> ! {
             Command::Adapters(args) => adapters::run(args).await,
             Command::Config(args) => config::run(args),
             Command::Sessions(args) => sessions::run(args).await,
+            Command::Token(args) => token::run_token(args),
+            Command::Pair(args) => token::run_pair(args),
         }
     });
     // Do not wait for detached tasks (sockets being closed) to finish.
@@ -67,6 +70,10 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// List, create, delete and restart sessions of a running daemon.
     Sessions(sessions::SessionsArgs),
+    /// Print the local daemon's token (AMARRE_AUTH=token), or replace it with --rotate.
+    Token(token::TokenArgs),
+    /// Print the web client's pairing link and the same link as a QR code.
+    Pair(token::PairArgs),
 }
 
 /// Flags of `amarre serve`; each overrides the variable named in its help.
@@ -84,8 +91,8 @@ pub struct ServeArgs {
     /// Cap on live sessions [env: AMARRE_MAX_SESSIONS] [default: 8].
     #[arg(long)]
     pub max_sessions: Option<usize>,
-    /// Allow binding a non-loopback address (there is no authentication)
-    /// [env: AMARRE_ALLOW_NON_LOOPBACK=1].
+    /// Allow binding a non-loopback address (see README "Who can reach the
+    /// daemon") [env: AMARRE_ALLOW_NON_LOOPBACK=1].
     #[arg(long)]
     pub allow_non_loopback: bool,
     /// Adapter of instance `default` [env: AMARRE_AGENT].

@@ -124,18 +124,35 @@ pub async fn run(args: ServeArgs) -> i32 {
         }
     };
     init_logging(config.log_format, config.log_filter.as_deref());
+    let token_mode = config.auth == crate::auth::AuthMode::Token;
     if !config.host.is_loopback() {
         if !config.allow_non_loopback {
+            let why = if token_mode {
+                "without an explicit opt-in"
+            } else {
+                "because amarre has no authentication (AMARRE_AUTH=none)"
+            };
             eprintln!(
-                "amarre: {}: refusing to bind the non-loopback address {} because amarre has no authentication; \
+                "amarre: {}: refusing to bind the non-loopback address {} {why}; \
 reach it through `tailscale serve`, or force it with --allow-non-loopback / AMARRE_ALLOW_NON_LOOPBACK=1",
                 crate::config::settings::origin("server.host", &env, &overrides, &config),
                 config.host
             );
             return EXIT_CONFIG;
         }
-        tracing::warn!(host = %config.host, "binding a non-loopback address: anyone who can reach it can run agents as this user");
+        if token_mode {
+            tracing::warn!(host = %config.host, "binding a non-loopback address: traffic is not encrypted without a TLS front such as `tailscale serve`");
+        } else {
+            tracing::warn!(host = %config.host, "binding a non-loopback address: anyone who can reach it can run agents as this user");
+        }
     }
+    let auth = match crate::auth::start(&config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("amarre: {e}");
+            return EXIT_CONFIG;
+        }
+    };
 
     let host = match AdapterHost::with_cache(
         AdapterLimits::from(&config.limits),
@@ -229,6 +246,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             .clone()
             .map(|p| Arc::new(PushNotifier(p)) as Arc<dyn Notifier>),
         metrics: metrics.clone(),
+        capabilities: daemon_capabilities(&config),
     });
     instances.watch();
     instances.spawn_sighup(config.clone(), env.clone(), overrides);
@@ -238,6 +256,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         push,
         metrics,
         limits: config.limits.clone(),
+        auth,
     });
     let router = http::router(app.clone(), guard);
 
@@ -302,4 +321,14 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             EXIT_FAILURE
         }
     }
+}
+
+/// What every `amarre.hello` lists beyond the session's own capabilities
+/// (PROTOCOL.md 12).
+fn daemon_capabilities(config: &crate::config::Config) -> Vec<&'static str> {
+    let mut caps = Vec::new();
+    if config.auth == crate::auth::AuthMode::Token {
+        caps.push("auth");
+    }
+    caps
 }

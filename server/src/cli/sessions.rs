@@ -16,6 +16,10 @@ pub struct SessionsArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// The daemon's token file (AMARRE_AUTH=token) [default: AMARRE_TOKEN,
+    /// else the local daemon's token file].
+    #[arg(long, global = true)]
+    token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,11 +46,11 @@ enum SessionsCommand {
     Restart { id: String },
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
+fn client(token_file: Option<&std::path::Path>) -> Result<reqwest::Client, i32> {
+    crate::auth::http_client(token_file).map_err(|e| {
+        eprintln!("amarre: {e}");
+        EXIT_CONFIG
+    })
 }
 
 async fn call(req: reqwest::RequestBuilder, url: &str) -> Result<(u16, Value), i32> {
@@ -99,7 +103,7 @@ pub async fn run(args: SessionsArgs) -> i32 {
 
 async fn run_inner(args: SessionsArgs) -> Result<(), i32> {
     let base = args.url.trim_end_matches('/').to_owned();
-    let http = client();
+    let http = client(args.token_file.as_deref())?;
     match args.command.unwrap_or(SessionsCommand::List) {
         SessionsCommand::List => {
             let (st, body) = call(http.get(format!("{base}/sessions")), &base).await?;

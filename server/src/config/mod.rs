@@ -111,6 +111,11 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// The configuration file this came from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
+    /// Who may use the API (`AMARRE_AUTH`; PROTOCOL.md 12.5).
+    pub auth: crate::auth::AuthMode,
+    /// The daemon's state directory (`AMARRE_STATE_DIR`); the token file
+    /// lives there when it is set (see [`crate::auth::token_file_path`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Every default declared in [`settings::SETTINGS`], and instance
@@ -150,6 +155,8 @@ impl Default for Config {
             log_filter: None,
             cache_dir: None,
             config_file: None,
+            auth: crate::auth::AuthMode::None,
+            state_dir: None,
         };
         settings::defaults(&mut cfg);
         cfg
@@ -766,6 +773,31 @@ args = ["--verbose"]
     }
 
     #[test]
+    fn auth_and_state_dir_come_from_the_file_top_or_server_and_the_environment() {
+        use crate::auth::AuthMode;
+        let c = load(
+            "auth = \"token\"\nstate_dir = \"/s\"\n",
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.auth, AuthMode::Token);
+        assert_eq!(c.state_dir.as_deref(), Some(std::path::Path::new("/s")));
+        let c = load(
+            "[server]\nauth = \"token\"\n",
+            &[("AMARRE_AUTH", "none")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.auth, AuthMode::None, "the environment beats the file");
+        let e = load("[server]\nauth = \"pin\"\n", &[], Overrides::default()).unwrap_err();
+        assert!(e.problem.contains("server.auth"), "{e}");
+        let e = load("", &[("AMARRE_AUTH", "yes")], Overrides::default()).unwrap_err();
+        assert_eq!(e.setting, "AMARRE_AUTH");
+        assert_eq!(Config::default().auth, AuthMode::None);
+    }
+
+    #[test]
     fn every_known_key_is_accepted_and_printed_back() {
         let mut doc = String::new();
         let mut sections: Vec<&str> = file::KNOWN_KEYS
@@ -792,7 +824,8 @@ args = ["--verbose"]
                     "host" => "\"127.0.0.1\"",
                     "allowed_hosts" | "allowed_origins" | "args" => "[\"a\"]",
                     "allow_non_loopback" | "reload_watch" => "true",
-                    "cache_dir" | "tokens_path" | "agent_path" => "\"/tmp/x\"",
+                    "cache_dir" | "tokens_path" | "agent_path" | "state_dir" => "\"/tmp/x\"",
+                    "auth" => "\"token\"",
                     "expo_url" => "\"https://example.com/push\"",
                     "format" => "\"json\"",
                     "filter" => "\"info\"",

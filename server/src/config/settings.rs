@@ -82,6 +82,8 @@ pub enum Kind {
     LogFormat,
     /// A `tracing` filter (`info,amarre=debug`).
     LogFilter,
+    /// One word of a fixed list.
+    OneOf(&'static [&'static str]),
     /// Read by the instance resolver; listed for the documentation.
     Instances,
 }
@@ -127,6 +129,11 @@ impl Kind {
             Kind::List => "list".into(),
             Kind::LogFormat => "`text` or `json`".into(),
             Kind::LogFilter => "log filter".into(),
+            Kind::OneOf(words) => words
+                .iter()
+                .map(|w| format!("`{w}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
             Kind::Instances => "instances".into(),
         }
     }
@@ -180,6 +187,13 @@ impl Kind {
             Kind::LogFilter => tracing_subscriber::EnvFilter::try_new(v)
                 .map(|_| Value::Text(v.to_owned()))
                 .map_err(|e| format!("`{v}` is not a valid log filter: {e}")),
+            Kind::OneOf(words) => {
+                if words.contains(&v) {
+                    Ok(Value::Text(v.to_owned()))
+                } else {
+                    Err(format!("`{v}` is not {}", self.name()))
+                }
+            }
             Kind::Text | Kind::Path | Kind::Instances => Ok(Value::Text(v.to_owned())),
         }
     }
@@ -334,6 +348,30 @@ pub static SETTINGS: &[Setting] = &[
                 .map(|o| o.trim_end_matches('/').to_owned())
                 .collect()
         },
+    },
+    Setting {
+        key: Some("auth"),
+        env: &["AMARRE_AUTH"],
+        flag: None,
+        kind: Kind::OneOf(&["none", "token"]),
+        default: Some("none"),
+        doc: "`token`: every route but /healthz and the app's static files needs the daemon's token (PROTOCOL.md 12.5).",
+        get: |c| Value::Text(c.auth.as_str().into()),
+        set: |c, v| {
+            if let Some(Ok(mode)) = v.text().map(|t| crate::auth::AuthMode::parse(&t)) {
+                c.auth = mode;
+            }
+        },
+    },
+    Setting {
+        key: Some("state_dir"),
+        env: &["AMARRE_STATE_DIR"],
+        flag: None,
+        kind: Kind::Path,
+        default: None,
+        doc: "The daemon's state directory (the token file lives there when set).",
+        get: |c| opt_path(&c.state_dir),
+        set: |c, v| c.state_dir = v.text().map(PathBuf::from),
     },
     Setting {
         key: Some("server.cache_dir"),
@@ -643,9 +681,21 @@ pub(crate) fn defaults(cfg: &mut Config) {
 }
 
 /// Looks `section.key` up in a parsed file.
-fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
-    let (section, name) = key.split_once('.')?;
-    table.get(section)?.as_table()?.get(name)
+/// A `section.key` setting stands in its section; a top-level one (no
+/// dot, such as `auth`) at the top of the file or in `[server]`, the
+/// top winning.
+/// Returns the value and the key as the file spells it.
+fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<(&'a toml::Value, String)> {
+    match key.split_once('.') {
+        Some((section, name)) => Some((table.get(section)?.as_table()?.get(name)?, key.to_owned())),
+        None => match table.get(key).filter(|v| !v.is_table()) {
+            Some(v) => Some((v, key.to_owned())),
+            None => Some((
+                table.get("server")?.as_table()?.get(key)?,
+                format!("server.{key}"),
+            )),
+        },
+    }
 }
 
 fn file_err(path: &Path, problem: impl Into<String>) -> ConfigError {
@@ -663,6 +713,9 @@ pub(crate) fn check_file_keys(path: &Path, table: &toml::Table) -> Result<(), Co
         }
         let known = |k: &str| SETTINGS.iter().any(|s| s.key == Some(k));
         let Some(inner) = value.as_table() else {
+            if known(section) {
+                continue;
+            }
             return Err(file_err(path, format!("unknown key `{section}`")));
         };
         if !SETTINGS
@@ -673,7 +726,8 @@ pub(crate) fn check_file_keys(path: &Path, table: &toml::Table) -> Result<(), Co
             return Err(file_err(path, format!("unknown section `[{section}]`")));
         }
         for name in inner.keys() {
-            if !known(&format!("{section}.{name}")) {
+            let top_level_in_server = section == "server" && known(name);
+            if !top_level_in_server && !known(&format!("{section}.{name}")) {
                 return Err(file_err(path, format!("unknown key `{section}.{name}`")));
             }
         }
@@ -691,12 +745,12 @@ pub(crate) fn apply_layers(
 ) -> Result<(), ConfigError> {
     for s in SETTINGS.iter().filter(|s| s.kind != Kind::Instances) {
         if let (Some((path, table)), Some(key)) = (file, s.key)
-            && let Some(v) = lookup(table, key)
+            && let Some((v, spelled)) = lookup(table, key)
         {
             let value = s
                 .kind
                 .parse_toml(v)
-                .map_err(|p| file_err(path, format!("{key}: {p}")))?;
+                .map_err(|p| file_err(path, format!("{spelled}: {p}")))?;
             (s.set)(cfg, value);
         }
         if let Some((name, v)) = s

@@ -33,6 +33,8 @@ pub struct App {
     pub(crate) metrics: Arc<Metrics>,
     /// Frame and line limits, ping and idle timers of the sockets.
     pub(crate) limits: Limits,
+    /// The token check; `None` when `AMARRE_AUTH=none`.
+    pub(crate) auth: Option<Arc<crate::auth::Verifier>>,
 }
 
 /// A JSON error body `{"error": code}`.
@@ -51,9 +53,9 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// The text of the 426 on `/`.
 pub const ROOT_HINT: &str = "Use /sessions/<id>; see docs/PROTOCOL.md";
 
-/// Builds the router with its guard.
+/// Builds the router with its guard (first) and token check (second).
 pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", any(root))
         .route("/healthz", get(rest::healthz))
         .route("/metrics", get(rest::metrics))
@@ -76,7 +78,8 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .route("/push/tokens/{token}", delete(rest::push_unregister))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(upgrade_paths))
+        .layer(middleware::from_fn(upgrade_paths));
+    crate::auth::http::layer(routes, app.auth.clone())
         .layer(middleware::from_fn_with_state(guard, guard::check))
         .with_state(app)
 }

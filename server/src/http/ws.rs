@@ -82,6 +82,7 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
         );
     }
     let opts = attach_options(req.uri().query());
+    let auth = crate::auth::http::SocketAuth::of(&req);
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -95,10 +96,16 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
     upgrade
         .max_message_size(codec_limit)
         .max_frame_size(codec_limit)
-        .on_upgrade(move |socket| serve(socket, handle, opts, limits))
+        .on_upgrade(move |socket| serve(socket, handle, opts, limits, auth))
 }
 
-async fn serve(socket: WebSocket, handle: Arc<SessionHandle>, opts: AttachOptions, limits: Limits) {
+async fn serve(
+    socket: WebSocket,
+    handle: Arc<SessionHandle>,
+    opts: AttachOptions,
+    limits: Limits,
+    auth: Option<crate::auth::http::SocketAuth>,
+) {
     let (sink, stream) = socket.split();
     let Attachment {
         client,
@@ -124,6 +131,7 @@ async fn serve(socket: WebSocket, handle: Arc<SessionHandle>, opts: AttachOption
         last_seen.clone(),
         limits.ws_ping,
         limits.ws_idle,
+        auth,
     ));
     let reader = read_loop(stream, &handle, client, &limits, &last_seen, stop_tx);
     tokio::pin!(reader);
@@ -238,6 +246,7 @@ async fn write_loop(
     last_seen: Arc<AtomicU64>,
     ping_every: Duration,
     idle_after: Duration,
+    auth: Option<crate::auth::http::SocketAuth>,
 ) {
     for chunk in catchup.chunks(MAX_BATCH) {
         for text in chunk {
@@ -250,12 +259,22 @@ async fn write_loop(
         }
     }
     let mut stop = Some(stop);
+    // Token mode: a socket opened with a token that has been rotated since
+    // is closed (PROTOCOL.md 12.5).
+    let rotated = crate::auth::http::SocketAuth::rotated(auth);
+    tokio::pin!(rotated);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             (code, reason) = once(&mut stop) => {
+                let _ = close(&mut sink, code, reason).await;
+                return;
+            }
+            () = &mut rotated => {
+                tracing::info!("closing a socket opened with a rotated token");
+                let (code, reason) = crate::auth::http::ROTATED;
                 let _ = close(&mut sink, code, reason).await;
                 return;
             }

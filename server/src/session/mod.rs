@@ -86,6 +86,9 @@ pub(crate) struct Deps {
     pub(crate) files_root: PathBuf,
     pub(crate) notifier: Option<Arc<dyn Notifier>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Daemon-wide capabilities every `amarre.hello` lists after the
+    /// session's own (`auth`, ...; PROTOCOL.md 12).
+    pub(crate) capabilities: Vec<&'static str>,
 }
 
 impl Deps {

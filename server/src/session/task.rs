@@ -278,6 +278,7 @@ impl SessionTask {
         if let Some(info) = adapter {
             caps.extend(info.capabilities.iter().map(|c| c.as_str()));
         }
+        caps.extend(self.deps.capabilities.iter().copied());
         serde_json::json!({
             "type": "amarre.hello",
             "protocol": crate::PROTOCOL_VERSION,
