@@ -239,6 +239,63 @@ async fn a_slow_client_is_closed_with_1008_and_never_stalls_the_others() {
 }
 
 #[tokio::test]
+async fn a_burst_never_closes_clients_that_keep_reading_but_a_stalled_one_is_closed() {
+    // Default queue limits (PROTOCOL.md section 4, 2.4.0); a short stall
+    // time so that the stalled client is closed within the test.
+    let d = daemon(&[("AMARRE_CLIENT_STALL_MS", "2000")]).await;
+    let id = session(&d).await;
+    let stalled = d.ws(&id, "").await;
+    let mut a = d.ws(&id, "").await;
+    let b = d.ws(&id, "").await;
+    let count = 100_000u64;
+    // One unpaced burst of 100 000 short lines.
+    a.send_json(json!({"type": "fake.flood", "count": count, "size": 10}))
+        .await;
+    let readers: Vec<_> = [a, b]
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut ws)| {
+            tokio::spawn(async move {
+                for i in 0..count {
+                    let v = ws.recv_json("a burst record at a reading client").await;
+                    assert_eq!(v["i"], i, "reader {n}: every record, in order");
+                    // A reader that loses the processor for a moment (as a
+                    // phone does) is still a client that drains.
+                    if i == 2_000 && n == 1 {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+                ws
+            })
+        })
+        .collect();
+    let mut readers_back = Vec::new();
+    for r in readers {
+        readers_back.push(r.await.expect("reader"));
+    }
+    // The stalled client has taken nothing for longer than the stall time
+    // while records wait: the next records close it, not the readers.
+    let mut closed = false;
+    for _ in 0..60 {
+        readers_back[0]
+            .send_json(json!({"type": "fake.flood", "count": 1, "size": 1}))
+            .await;
+        for ws in &mut readers_back {
+            ws.recv_json("a record after the burst").await;
+        }
+        let (_, s) = d.get(&format!("/sessions/{id}")).await;
+        if s["clients"] == 2 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(closed, "the stalled client was never closed");
+    d.wait_log("client too slow").await;
+    drop(stalled);
+}
+
+#[tokio::test]
 async fn a_full_stdin_queue_applies_backpressure_and_loses_nothing() {
     let d = daemon(&[("AMARRE_STDIN_QUEUE_RECORDS", "4")]).await;
     let id = session(&d).await;

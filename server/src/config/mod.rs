@@ -45,6 +45,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub client_queue_records: usize,
     pub client_queue_bytes: usize,
+    /// A client that took nothing this long while records wait is slow.
+    pub client_stall: Duration,
     pub stdin_queue_records: usize,
     pub ws_ping: Duration,
     pub ws_idle: Duration,
@@ -130,6 +132,7 @@ impl Default for Config {
                 max_frame_bytes: 0,
                 client_queue_records: 0,
                 client_queue_bytes: 0,
+                client_stall: Duration::ZERO,
                 stdin_queue_records: 0,
                 ws_ping: Duration::ZERO,
                 ws_idle: Duration::ZERO,

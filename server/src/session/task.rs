@@ -79,7 +79,11 @@ impl SessionTask {
         let mut task = SessionTask {
             stream: Stream::new(limits.replay_records, limits.replay_bytes),
             agent: Agent::new(limits.max_line_bytes),
-            clients: Clients::new(limits.client_queue_records, limits.client_queue_bytes),
+            clients: Clients::new(
+                limits.client_queue_records,
+                limits.client_queue_bytes,
+                limits.client_stall,
+            ),
             timers: PushTimers::new(deps.notifier.is_some(), deps.push_grace),
             handle,
             ctrl_rx,
