@@ -452,3 +452,150 @@ async fn foreign_hosts_and_origins_are_refused_and_good_ones_accepted() {
         "https://app.example"
     );
 }
+
+/// Opens `/sessions/{id}` as a WebSocket over a bare TCP stream, to send
+/// frames a well-behaved client library refuses to build.
+async fn raw_socket(d: &Daemon, id: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET /sessions/{id} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        d.port
+    );
+    s.write_all(req.as_bytes()).await.expect("send the upgrade");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut b))
+            .await
+            .expect("timed out waiting for the upgrade answer")
+            .expect("read the upgrade answer");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked client frame (payload under 126 bytes).
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [7u8, 1, 9, 3];
+    let mut f = vec![first, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads server frames until a Close; its status code (None: the
+/// connection ended without one).
+async fn close_code(s: &mut tokio::net::TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut h = [0u8; 2];
+        let read = tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut h))
+            .await
+            .expect("timed out waiting for the server's close");
+        if read.is_err() {
+            return None;
+        }
+        let mut len = (h[1] & 0x7f) as usize;
+        if len == 126 {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await.ok()?;
+            len = u16::from_be_bytes(l) as usize;
+        } else if len == 127 {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).await.ok()?;
+            len = u64::from_be_bytes(l) as usize;
+        }
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.ok()?;
+        if h[0] & 0x0f == 8 {
+            return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_and_bad_frames_get_1007_or_1002() {
+    use tokio::io::AsyncWriteExt;
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    // A Close is answered with a Close echoing its code.
+    let mut s = raw_socket(&d, &id).await;
+    s.write_all(&client_frame(0x88, &4000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut s).await,
+        Some(4000),
+        "the close is answered: {}",
+        d.log()
+    );
+    // Invalid UTF-8 in a text frame: 1007.
+    let mut s = raw_socket(&d, &id).await;
+    s.write_all(&client_frame(0x81, b"{\"a\":\"\xff\xfe\"}"))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1007), "invalid UTF-8");
+    d.wait_log("not valid UTF-8").await;
+    // Reserved bits set: a protocol error, 1002.
+    let mut s = raw_socket(&d, &id).await;
+    s.write_all(&client_frame(0xC1, b"{}")).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002), "protocol error");
+    d.wait_log("broke the WebSocket protocol").await;
+    // The session is untouched.
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"n": 1})).await;
+    assert_eq!(ws.recv_json("an echo afterwards").await, json!({"n": 1}));
+}
+
+#[tokio::test]
+async fn attaching_and_detaching_during_replay_neither_panics_nor_ends_the_session() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"type": "fake.flood", "count": 1100, "size": 10}))
+        .await;
+    for i in 0..1100 {
+        assert_eq!(ws.recv_json("the first flood").await["i"], i);
+    }
+    // Records keep flowing while clients attach with a replay of 1100+
+    // records and leave at once.
+    ws.send_json(
+        json!({"type": "fake.flood", "count": 20_000, "size": 10, "burst": 50, "pauseMs": 1}),
+    )
+    .await;
+    let drain = tokio::spawn(async move {
+        for i in 0..20_000 {
+            assert_eq!(ws.recv_json("the second flood").await["i"], i);
+        }
+        ws
+    });
+    for round in 0..150 {
+        let query = if round % 2 == 0 {
+            "?since=0"
+        } else {
+            "?since=500&hello=1"
+        };
+        let c = d.ws(&id, query).await;
+        drop(c);
+    }
+    let mut ws = drain.await.expect("the reading client");
+    ws.send_json(json!({"n": 1})).await;
+    assert_eq!(ws.recv_json("an echo afterwards").await, json!({"n": 1}));
+    let (_, s) = d.get(&format!("/sessions/{id}")).await;
+    assert_eq!(s["status"], "running");
+    let log = d.log();
+    assert!(
+        !log.contains("panicked"),
+        "a connection task panicked:\n{log}"
+    );
+    assert!(!log.contains("session ended"), "{log}");
+}
