@@ -49,7 +49,9 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn attach_options(query: Option<&str>) -> AttachOptions {
+/// The options of the WebSocket URL; `Err` names a `since` that is not a
+/// sequence number.
+fn attach_options(query: Option<&str>) -> Result<AttachOptions, String> {
     let params: HashMap<String, String> = query
         .map(|q| {
             q.split('&')
@@ -63,11 +65,18 @@ fn attach_options(query: Option<&str>) -> AttachOptions {
             .get(k)
             .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | ""))
     };
-    AttachOptions {
+    let since = match params.get("since") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| format!("`since` must be a sequence number, not {v:?}"))?,
+        ),
+    };
+    Ok(AttachOptions {
         seq: flag("seq"),
         hello: flag("hello"),
-        since: params.get("since").and_then(|v| v.parse().ok()),
-    }
+        since,
+    })
 }
 
 /// Answers an upgrade request for session `id`.
@@ -82,7 +91,10 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
             format!("Session {}; restart it first", status.as_str()),
         );
     }
-    let opts = attach_options(req.uri().query());
+    let opts = match attach_options(req.uri().query()) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,

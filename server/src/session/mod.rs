@@ -474,7 +474,7 @@ impl Sessions {
         let started = spawn::start(&deps.spawn_env(), instance.adapter(), &instance.config, &id, &options)
             .await
             .map_err(|e| {
-                tracing::warn!(instance = %instance.config.id, reason = e.reason, detail = %e.detail, "failed to spawn an agent");
+                tracing::warn!(instance = %instance.config.id, reason = e.reason, detail = ?e.detail, "failed to spawn an agent");
                 crate::ops::metrics::add(&deps.metrics.spawn_failures, 1);
                 CreateError::Spawn(e)
             })?;

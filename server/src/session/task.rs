@@ -309,7 +309,7 @@ impl SessionTask {
         let started = spawn::start(&self.deps.spawn_env(), instance.adapter(), &instance.config, &self.handle.id, &self.handle.options)
             .await
             .map_err(|e| {
-                tracing::warn!(session = %self.handle.id, reason = e.reason, detail = %e.detail, "failed to restart the agent");
+                tracing::warn!(session = %self.handle.id, reason = e.reason, detail = ?e.detail, "failed to restart the agent");
                 RestartError::Spawn(e)
             })?;
         let pid = started.pid;
@@ -584,7 +584,12 @@ impl SessionTask {
             tracing::warn!(session = %self.handle.id, exit_code = ?code, signal = ?signal, "session crashed: agent exited");
         }
         self.publish(Text::from(event.to_string()));
-        self.close_clients(1011, "agent exited");
+        let reason = if trap.is_some() {
+            "adapter failed"
+        } else {
+            "agent exited"
+        };
+        self.close_clients(1011, reason);
         self.timers.clear();
         self.stream.clear_pending();
         if let Some(n) = &self.deps.notifier {
