@@ -599,3 +599,40 @@ async fn attaching_and_detaching_during_replay_neither_panics_nor_ends_the_sessi
     );
     assert!(!log.contains("session ended"), "{log}");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_flooding_an_agent_that_does_not_read_keeps_the_daemon_within_its_bounds() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"type": "fake.pause", "ms": 8000}))
+        .await;
+    let before = rss_kib(d.pid());
+    // 4 MiB records, as fast as the daemon takes them, at an agent that
+    // reads nothing: the stdin and inbound queues are bounded in bytes
+    // (16 MiB each by default, docs/security.md), not only in records.
+    let record = format!("{{\"pad\":\"{}\"}}", "x".repeat(4 << 20));
+    let sender = tokio::spawn(async move {
+        for _ in 0..400 {
+            if ws.ws.send(Message::text(record.clone())).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = rss_kib(d.pid());
+    sender.abort();
+    assert!(
+        after.saturating_sub(before) < 160 * 1024,
+        "the daemon grew from {before} KiB to {after} KiB"
+    );
+}

@@ -48,6 +48,7 @@ pub struct Limits {
     /// A client that took nothing this long while records wait is slow.
     pub client_stall: Duration,
     pub stdin_queue_records: usize,
+    pub stdin_queue_bytes: usize,
     pub ws_ping: Duration,
     pub ws_idle: Duration,
     pub kill_grace: Duration,
@@ -134,6 +135,7 @@ impl Default for Config {
                 client_queue_bytes: 0,
                 client_stall: Duration::ZERO,
                 stdin_queue_records: 0,
+                stdin_queue_bytes: 0,
                 ws_ping: Duration::ZERO,
                 ws_idle: Duration::ZERO,
                 kill_grace: Duration::ZERO,

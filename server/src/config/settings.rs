@@ -406,6 +406,16 @@ pub static SETTINGS: &[Setting] = &[
         set: |c, v| c.limits.stdin_queue_records = v.num() as usize,
     },
     Setting {
+        key: Some("limits.stdin_queue_bytes"),
+        env: &["AMARRE_STDIN_QUEUE_BYTES"],
+        flag: None,
+        kind: BYTES,
+        default: Some("16777216"),
+        doc: "Bytes queued toward the agent's stdin before clients are no longer read (one record may go over it).",
+        get: |c| Value::Num(c.limits.stdin_queue_bytes as u64),
+        set: |c, v| c.limits.stdin_queue_bytes = v.num() as usize,
+    },
+    Setting {
         key: Some("limits.ws_ping_ms"),
         env: &["AMARRE_WS_PING_MS"],
         flag: None,

@@ -212,6 +212,7 @@ async fn read_loop(
                     let record = Inbound {
                         line: bytes.slice_ref(line.as_bytes()),
                         head,
+                        _bytes: None,
                     };
                     if !handle.send(record).await {
                         return None;

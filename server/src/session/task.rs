@@ -115,9 +115,13 @@ impl SessionTask {
     }
 
     async fn main(mut self) {
-        let stdin_limit = self.deps.limits.stdin_queue_records;
+        let stdin_limit = (
+            self.deps.limits.stdin_queue_records,
+            self.deps.limits.stdin_queue_bytes,
+        );
         loop {
-            let taking_input = self.run.is_some() && self.agent.inp.taking(stdin_limit);
+            let taking_input =
+                self.run.is_some() && self.agent.inp.taking(stdin_limit.0, stdin_limit.1);
             let writing = self.agent.inp.writing();
             let reaping = self.agent.exit.waiting();
             let drain_until = self.agent.exit.drain_deadline();
@@ -143,7 +147,7 @@ impl SessionTask {
                     // Take what else is queued now, so that one write
                     // carries many records.
                     for _ in 1..MAX_INBOUND_BATCH {
-                        if self.run.is_none() || !self.agent.inp.taking(stdin_limit) {
+                        if self.run.is_none() || !self.agent.inp.taking(stdin_limit.0, stdin_limit.1) {
                             break;
                         }
                         match self.inbound_rx.try_recv() {
