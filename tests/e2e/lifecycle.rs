@@ -228,3 +228,19 @@ async fn a_daemon_killed_with_sigkill_takes_its_agents_with_it() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_close_after_an_adapter_trap_says_the_adapter_failed() {
+    let agent = fake_agent();
+    let instances = json!([
+        {"id": "default", "agentPath": adapter_file("fixture-trap"), "command": agent},
+    ])
+    .to_string();
+    let d = Daemon::start(&[("AMARRE_INSTANCES_JSON", &instances)]).await;
+    let s = d.create(json!({})).await;
+    let mut ws = d.ws(s["id"].as_str().unwrap(), "").await;
+    ws.send_json(json!({"type": "please trap"})).await;
+    let (closed, _) = ws.closed("close after the trap").await;
+    assert_eq!(closed.code, Some(1011));
+    assert_eq!(closed.reason, "adapter failed");
+}

@@ -484,3 +484,107 @@ async fn flags_override_environment_variables() {
         (429, json!({"error": "max_sessions_reached", "limit": 1}))
     );
 }
+
+#[tokio::test]
+async fn a_sessions_path_never_chooses_the_agents_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("evil-path");
+    for name in ["cat", "pi", "claude"] {
+        let script = dir.path().join(name);
+        let marker = dir.path().join(format!("ran-{name}"));
+        std::fs::write(
+            &script,
+            // Shell built-ins only: the session's PATH has nothing else.
+            format!(
+                "#!/bin/sh\n: > '{}'\nwhile read -r line; do :; done\n",
+                marker.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let instances = json!([
+        {"id": "stdio", "agent": "stdio", "command": "cat"},
+        {"id": "pi", "agent": "pi"},
+        {"id": "claude", "agent": "claude-code"},
+    ])
+    .to_string();
+    let d = Daemon::start(&[("AMARRE_INSTANCES_JSON", &instances)]).await;
+    let path = dir.path().display().to_string();
+    for instance in ["stdio", "pi", "claude"] {
+        let (st, body) = d
+            .post(
+                "/sessions",
+                &json!({"instanceId": instance, "env": {"PATH": path}}).to_string(),
+            )
+            .await;
+        // Found on the daemon's PATH, or not found there: either way not
+        // the session's program.
+        assert!(
+            st == 201 || (st == 422 && body["reason"] == "program_not_found"),
+            "{instance}: {st} {body}"
+        );
+        if st == 201 {
+            // The session's PATH still reaches the agent.
+            let (_, s) = d
+                .get(&format!("/sessions/{}", body["id"].as_str().unwrap()))
+                .await;
+            assert_eq!(s["status"], "running", "{instance}: {s}");
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for name in ["cat", "pi", "claude"] {
+        assert!(
+            !dir.path().join(format!("ran-{name}")).exists(),
+            "the session's PATH chose `{name}`"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_env_names_oversized_bodies_and_bad_since_get_clear_answers() {
+    let d = fake_daemon(&[]).await;
+    for name in ["A=B", "NUL\u{0}X", ""] {
+        let (st, body) = d
+            .post("/sessions", &json!({"env": {name: "1"}}).to_string())
+            .await;
+        assert_eq!(
+            (st, body),
+            (400, json!({"error": "invalid_env", "name": name}))
+        );
+    }
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(3 << 20));
+    let (st, body) = d.post("/sessions", &big).await;
+    assert_eq!(
+        (st, body),
+        (413, json!({"error": "too_large", "limit": 2097152}))
+    );
+    let id = d.create(json!({})).await["id"].as_str().unwrap().to_owned();
+    let (st, text) = d
+        .ws_refused(&format!("/sessions/{id}?since=abc"), &[])
+        .await;
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("since"), "{text}");
+}
+
+#[tokio::test]
+async fn client_text_reaches_the_log_escaped() {
+    let d = fake_daemon(&[]).await;
+    let (st, _) = d
+        .post(
+            "/sessions",
+            &json!({"cwd": "/no/such/dir\nFORGED log line \u{1b}[31m"}).to_string(),
+        )
+        .await;
+    assert_eq!(st, 422);
+    d.wait_log("failed to spawn an agent").await;
+    let log = d.log();
+    assert!(
+        !log.contains("\nFORGED"),
+        "a raw newline from a client:\n{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a raw escape from a client:\n{log}"
+    );
+}

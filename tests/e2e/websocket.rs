@@ -239,6 +239,63 @@ async fn a_slow_client_is_closed_with_1008_and_never_stalls_the_others() {
 }
 
 #[tokio::test]
+async fn a_burst_never_closes_clients_that_keep_reading_but_a_stalled_one_is_closed() {
+    // Default queue limits (PROTOCOL.md section 4, 2.4.0); a short stall
+    // time so that the stalled client is closed within the test.
+    let d = daemon(&[("AMARRE_CLIENT_STALL_MS", "2000")]).await;
+    let id = session(&d).await;
+    let stalled = d.ws(&id, "").await;
+    let mut a = d.ws(&id, "").await;
+    let b = d.ws(&id, "").await;
+    let count = 100_000u64;
+    // One unpaced burst of 100 000 short lines.
+    a.send_json(json!({"type": "fake.flood", "count": count, "size": 10}))
+        .await;
+    let readers: Vec<_> = [a, b]
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut ws)| {
+            tokio::spawn(async move {
+                for i in 0..count {
+                    let v = ws.recv_json("a burst record at a reading client").await;
+                    assert_eq!(v["i"], i, "reader {n}: every record, in order");
+                    // A reader that loses the processor for a moment (as a
+                    // phone does) is still a client that drains.
+                    if i == 2_000 && n == 1 {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+                ws
+            })
+        })
+        .collect();
+    let mut readers_back = Vec::new();
+    for r in readers {
+        readers_back.push(r.await.expect("reader"));
+    }
+    // The stalled client has taken nothing for longer than the stall time
+    // while records wait: the next records close it, not the readers.
+    let mut closed = false;
+    for _ in 0..60 {
+        readers_back[0]
+            .send_json(json!({"type": "fake.flood", "count": 1, "size": 1}))
+            .await;
+        for ws in &mut readers_back {
+            ws.recv_json("a record after the burst").await;
+        }
+        let (_, s) = d.get(&format!("/sessions/{id}")).await;
+        if s["clients"] == 2 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(closed, "the stalled client was never closed");
+    d.wait_log("client too slow").await;
+    drop(stalled);
+}
+
+#[tokio::test]
 async fn a_full_stdin_queue_applies_backpressure_and_loses_nothing() {
     let d = daemon(&[("AMARRE_STDIN_QUEUE_RECORDS", "4")]).await;
     let id = session(&d).await;
@@ -393,5 +450,189 @@ async fn foreign_hosts_and_origins_are_refused_and_good_ones_accepted() {
     assert_eq!(
         resp.headers()["access-control-allow-origin"],
         "https://app.example"
+    );
+}
+
+/// Opens `/sessions/{id}` as a WebSocket over a bare TCP stream, to send
+/// frames a well-behaved client library refuses to build.
+async fn raw_socket(d: &Daemon, id: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET /sessions/{id} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        d.port
+    );
+    s.write_all(req.as_bytes()).await.expect("send the upgrade");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut b))
+            .await
+            .expect("timed out waiting for the upgrade answer")
+            .expect("read the upgrade answer");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked client frame (payload under 126 bytes).
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [7u8, 1, 9, 3];
+    let mut f = vec![first, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads server frames until a Close; its status code (None: the
+/// connection ended without one).
+async fn close_code(s: &mut tokio::net::TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut h = [0u8; 2];
+        let read = tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut h))
+            .await
+            .expect("timed out waiting for the server's close");
+        if read.is_err() {
+            return None;
+        }
+        let mut len = (h[1] & 0x7f) as usize;
+        if len == 126 {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await.ok()?;
+            len = u16::from_be_bytes(l) as usize;
+        } else if len == 127 {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).await.ok()?;
+            len = u64::from_be_bytes(l) as usize;
+        }
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.ok()?;
+        if h[0] & 0x0f == 8 {
+            return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_and_bad_frames_get_1007_or_1002() {
+    use tokio::io::AsyncWriteExt;
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    // A Close is answered with a Close echoing its code.
+    let mut s = raw_socket(&d, &id).await;
+    s.write_all(&client_frame(0x88, &4000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut s).await,
+        Some(4000),
+        "the close is answered: {}",
+        d.log()
+    );
+    // Invalid UTF-8 in a text frame: 1007.
+    let mut s = raw_socket(&d, &id).await;
+    s.write_all(&client_frame(0x81, b"{\"a\":\"\xff\xfe\"}"))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1007), "invalid UTF-8");
+    d.wait_log("not valid UTF-8").await;
+    // Reserved bits set: a protocol error, 1002.
+    let mut s = raw_socket(&d, &id).await;
+    s.write_all(&client_frame(0xC1, b"{}")).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002), "protocol error");
+    d.wait_log("broke the WebSocket protocol").await;
+    // The session is untouched.
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"n": 1})).await;
+    assert_eq!(ws.recv_json("an echo afterwards").await, json!({"n": 1}));
+}
+
+#[tokio::test]
+async fn attaching_and_detaching_during_replay_neither_panics_nor_ends_the_session() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"type": "fake.flood", "count": 1100, "size": 10}))
+        .await;
+    for i in 0..1100 {
+        assert_eq!(ws.recv_json("the first flood").await["i"], i);
+    }
+    // Records keep flowing while clients attach with a replay of 1100+
+    // records and leave at once.
+    ws.send_json(
+        json!({"type": "fake.flood", "count": 20_000, "size": 10, "burst": 50, "pauseMs": 1}),
+    )
+    .await;
+    let drain = tokio::spawn(async move {
+        for i in 0..20_000 {
+            assert_eq!(ws.recv_json("the second flood").await["i"], i);
+        }
+        ws
+    });
+    for round in 0..150 {
+        let query = if round % 2 == 0 {
+            "?since=0"
+        } else {
+            "?since=500&hello=1"
+        };
+        let c = d.ws(&id, query).await;
+        drop(c);
+    }
+    let mut ws = drain.await.expect("the reading client");
+    ws.send_json(json!({"n": 1})).await;
+    assert_eq!(ws.recv_json("an echo afterwards").await, json!({"n": 1}));
+    let (_, s) = d.get(&format!("/sessions/{id}")).await;
+    assert_eq!(s["status"], "running");
+    let log = d.log();
+    assert!(
+        !log.contains("panicked"),
+        "a connection task panicked:\n{log}"
+    );
+    assert!(!log.contains("session ended"), "{log}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_flooding_an_agent_that_does_not_read_keeps_the_daemon_within_its_bounds() {
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    ws.send_json(json!({"type": "fake.pause", "ms": 8000}))
+        .await;
+    let before = rss_kib(d.pid());
+    // 4 MiB records, as fast as the daemon takes them, at an agent that
+    // reads nothing: the stdin and inbound queues are bounded in bytes
+    // (16 MiB each by default, docs/security.md), not only in records.
+    let record = format!("{{\"pad\":\"{}\"}}", "x".repeat(4 << 20));
+    let sender = tokio::spawn(async move {
+        for _ in 0..400 {
+            if ws.ws.send(Message::text(record.clone())).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = rss_kib(d.pid());
+    sender.abort();
+    assert!(
+        after.saturating_sub(before) < 160 * 1024,
+        "the daemon grew from {before} KiB to {after} KiB"
     );
 }

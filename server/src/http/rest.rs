@@ -17,6 +17,29 @@ use crate::instances::Instance;
 use crate::push::store::valid_token;
 use crate::session::{CreateError, CreateRequest, RestartError, SpawnFailure};
 
+/// The largest REST body read (axum's default limit).
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
+/// A REST body, or the JSON answer for one that is too large
+/// (`413 {error:"too_large", limit}`) or unreadable.
+pub struct Body(Result<Bytes, Response>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Body(match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(b),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({"error": "too_large", "limit": MAX_BODY_BYTES})),
+            )
+                .into_response()),
+            Err(e) => Err((e.status(), Json(json!({"error": "bad_body"}))).into_response()),
+        }))
+    }
+}
+
 fn body_object(body: &[u8]) -> serde_json::Map<String, Value> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => map,
@@ -152,16 +175,32 @@ pub async fn list_sessions(State(app): State<Arc<App>>) -> Response {
     Json(list).into_response()
 }
 
-pub async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let body = body_object(&body);
+/// Why an `env` entry cannot reach a process: an empty name, a name with
+/// `=` or NUL, a value with NUL.
+fn invalid_env(name: &str, value: &str) -> bool {
+    name.is_empty() || name.contains(['=', '\0']) || value.contains('\0')
+}
+
+pub async fn create_session(State(app): State<Arc<App>>, body: Body) -> Response {
+    let body = match body.0 {
+        Ok(b) => body_object(&b),
+        Err(too_large) => return too_large,
+    };
     let string = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
-    let env = match body.get("env") {
+    let env: BTreeMap<String, String> = match body.get("env") {
         Some(Value::Object(map)) if map.values().all(Value::is_string) => map
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
             .collect(),
         _ => BTreeMap::new(),
     };
+    if let Some((name, _)) = env.iter().find(|(k, v)| invalid_env(k, v)) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_env", "name": name})),
+        )
+            .into_response();
+    }
     let req = CreateRequest {
         instance_id: string("instanceId"),
         name: string("name"),
@@ -238,11 +277,14 @@ pub async fn push_list(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-pub async fn push_register(State(app): State<Arc<App>>, body: Bytes) -> Response {
+pub async fn push_register(State(app): State<Arc<App>>, body: Body) -> Response {
     let Some(push) = &app.push else {
         return push_disabled();
     };
-    let body = body_object(&body);
+    let body = match body.0 {
+        Ok(b) => body_object(&b),
+        Err(too_large) => return too_large,
+    };
     let Some(token) = body
         .get("token")
         .and_then(Value::as_str)

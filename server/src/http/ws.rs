@@ -12,6 +12,7 @@
 //! here, at the writer ([`frame`]), and nowhere else.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use axum::extract::{FromRequestParts, Request, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::oneshot;
 
 use super::App;
@@ -48,7 +49,9 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn attach_options(query: Option<&str>) -> AttachOptions {
+/// The options of the WebSocket URL; `Err` names a `since` that is not a
+/// sequence number.
+fn attach_options(query: Option<&str>) -> Result<AttachOptions, String> {
     let params: HashMap<String, String> = query
         .map(|q| {
             q.split('&')
@@ -62,11 +65,18 @@ fn attach_options(query: Option<&str>) -> AttachOptions {
             .get(k)
             .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | ""))
     };
-    AttachOptions {
+    let since = match params.get("since") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| format!("`since` must be a sequence number, not {v:?}"))?,
+        ),
+    };
+    Ok(AttachOptions {
         seq: flag("seq"),
         hello: flag("hello"),
-        since: params.get("since").and_then(|v| v.parse().ok()),
-    }
+        since,
+    })
 }
 
 /// Answers an upgrade request for session `id`.
@@ -81,7 +91,10 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
             format!("Session {}; restart it first", status.as_str()),
         );
     }
-    let opts = attach_options(req.uri().query());
+    let opts = match attach_options(req.uri().query()) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
     let auth = crate::auth::http::SocketAuth::of(&req);
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
@@ -123,7 +136,8 @@ async fn serve(
     };
     let last_seen = Arc::new(AtomicU64::new(now_ms()));
     let (stop_tx, stop_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_loop(
+    let session = handle.id.clone();
+    let mut writer = tokio::spawn(write_task(
         sink,
         catchup,
         outbox,
@@ -131,15 +145,26 @@ async fn serve(
         last_seen.clone(),
         limits.ws_ping,
         limits.ws_idle,
+        session.clone(),
+        client,
         auth,
     ));
-    let reader = read_loop(stream, &handle, client, &limits, &last_seen, stop_tx);
+    // A panic in the reader is this connection's alone: it is logged and
+    // the socket closed with 1011; the session never notices (the client
+    // is detached as usual).
+    let reader =
+        AssertUnwindSafe(read_loop(stream, &handle, client, &limits, &last_seen)).catch_unwind();
     tokio::pin!(reader);
     tokio::select! {
-        closing = &mut reader => {
-            if closing {
-                // The reader asked the writer to close: let the close
-                // frame go out before the socket is dropped.
+        read = &mut reader => {
+            let closing = read.unwrap_or_else(|panic| {
+                tracing::error!(session = %session, client, panic = panic_text(&*panic), "the connection's reader panicked; closing it with 1011");
+                Some((1011, "internal error"))
+            });
+            if let Some(with) = closing {
+                // Ask the writer to close, and let the close frame go out
+                // before the socket is dropped.
+                let _ = stop_tx.send(with);
                 let _ = tokio::time::timeout(CLOSE_HANDSHAKE, &mut writer).await;
             }
         }
@@ -153,22 +178,31 @@ async fn serve(
     detach.detach().await;
 }
 
+/// The text of a panic payload, for the log.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Reads the client's frames until the socket ends; returns the close to
+/// send, if any (the client's own Close is answered with its code).
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     handle: &SessionHandle,
     client: u64,
     limits: &Limits,
     last_seen: &AtomicU64,
-    stop: oneshot::Sender<CloseWith>,
-) -> bool {
+) -> Option<CloseWith> {
     while let Some(msg) = stream.next().await {
         last_seen.store(now_ms(), Ordering::Relaxed);
         match msg {
             Ok(Message::Text(frame)) => {
                 if frame.len() > limits.max_frame_bytes {
                     tracing::warn!(session = %handle.id, client, bytes = frame.len(), "client frame over the size limit; closing it with 1009");
-                    let _ = stop.send((1009, "frame too large"));
-                    return true;
+                    return Some((1009, "frame too large"));
                 }
                 handle.touch_client_text();
                 let bytes = Bytes::from(frame.clone());
@@ -186,29 +220,47 @@ async fn read_loop(
                     let record = Inbound {
                         line: bytes.slice_ref(line.as_bytes()),
                         head,
+                        _bytes: None,
                     };
                     if !handle.send(record).await {
-                        return false;
+                        return None;
                     }
                 }
             }
             Ok(Message::Binary(_)) => {
                 tracing::debug!(session = %handle.id, client, "ignored a binary frame");
             }
-            Ok(Message::Close(_)) => return false,
+            Ok(Message::Close(frame)) => {
+                // RFC 6455 section 5.5.1: answer with a Close, echoing the
+                // status code.
+                let code = frame
+                    .map(|f| f.code)
+                    .filter(|c| matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999))
+                    .unwrap_or(1000);
+                tracing::debug!(session = %handle.id, client, code, "the client closed its socket");
+                return Some((code, ""));
+            }
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
             Err(e) => {
                 if is_capacity(&e) {
                     tracing::warn!(session = %handle.id, client, "client frame over the size limit; closing it with 1009");
-                    let _ = stop.send((1009, "frame too large"));
-                    return true;
+                    return Some((1009, "frame too large"));
                 }
-                tracing::debug!(session = %handle.id, client, error = %e, "client socket error");
-                return false;
+                let text = e.to_string();
+                if text.contains("UTF-8") || text.contains("utf-8") {
+                    tracing::warn!(session = %handle.id, client, error = %text, "a client text frame is not valid UTF-8; closing it with 1007");
+                    return Some((1007, "invalid UTF-8"));
+                }
+                if text.contains("protocol error") || text.contains("Protocol error") {
+                    tracing::warn!(session = %handle.id, client, error = %text, "a client broke the WebSocket protocol; closing it with 1002");
+                    return Some((1002, "protocol error"));
+                }
+                tracing::debug!(session = %handle.id, client, error = %text, "client socket error");
+                return None;
             }
         }
     }
-    false
+    None
 }
 
 fn is_capacity(e: &axum::Error) -> bool {
@@ -238,8 +290,35 @@ async fn once<T>(slot: &mut Option<oneshot::Receiver<T>>) -> T {
     std::future::pending().await
 }
 
-async fn write_loop(
+/// The writer task: [`write_loop`], and a panic in it logged and answered
+/// with 1011 on the socket, never touching the session.
+#[allow(clippy::too_many_arguments)]
+async fn write_task(
     mut sink: SplitSink<WebSocket, Message>,
+    catchup: Vec<Text>,
+    outbox: Outbox,
+    stop: oneshot::Receiver<CloseWith>,
+    last_seen: Arc<AtomicU64>,
+    ping_every: Duration,
+    idle_after: Duration,
+    session: String,
+    client: u64,
+    auth: Option<crate::auth::http::SocketAuth>,
+) {
+    let written = AssertUnwindSafe(write_loop(
+        &mut sink, catchup, outbox, stop, last_seen, ping_every, idle_after, auth,
+    ))
+    .catch_unwind()
+    .await;
+    if let Err(panic) = written {
+        tracing::error!(session = %session, client, panic = panic_text(&*panic), "the connection's writer panicked; closing it with 1011");
+        let _ = close(&mut sink, 1011, "internal error").await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    sink: &mut SplitSink<WebSocket, Message>,
     catchup: Vec<Text>,
     mut outbox: Outbox,
     stop: oneshot::Receiver<CloseWith>,
@@ -269,18 +348,18 @@ async fn write_loop(
         tokio::select! {
             biased;
             (code, reason) = once(&mut stop) => {
-                let _ = close(&mut sink, code, reason).await;
+                let _ = close(sink, code, reason).await;
                 return;
             }
             () = &mut rotated => {
                 tracing::info!("closing a socket opened with a rotated token");
                 let (code, reason) = crate::auth::http::ROTATED;
-                let _ = close(&mut sink, code, reason).await;
+                let _ = close(sink, code, reason).await;
                 return;
             }
             next = outbox.next() => {
                 let Some(mut next) = next else {
-                    let _ = close(&mut sink, 1011, "session ended").await;
+                    let _ = close(sink, 1011, "session ended").await;
                     return;
                 };
                 // Everything queued now goes out with one flush.
@@ -296,7 +375,7 @@ async fn write_loop(
                             drop(batch);
                         }
                         Delivery::Close((code, reason)) => {
-                            let _ = close(&mut sink, code, reason).await;
+                            let _ = close(sink, code, reason).await;
                             return;
                         }
                     }
@@ -313,7 +392,7 @@ async fn write_loop(
                 let silent_ms = now_ms().saturating_sub(last_seen.load(Ordering::Relaxed));
                 if silent_ms >= idle_after.as_millis() as u64 {
                     tracing::info!(silent_ms, "client answered nothing for too long; dropping it");
-                    let _ = close(&mut sink, 1001, "idle timeout").await;
+                    let _ = close(sink, 1001, "idle timeout").await;
                     return;
                 }
                 if sink.send(Message::Ping(Bytes::from_static(b"amarre"))).await.is_err() {
@@ -324,14 +403,22 @@ async fn write_loop(
     }
 }
 
+/// Sends a Close. When the client closed first, the WebSocket layer has
+/// already queued its answer (tungstenite echoes the client's code) and
+/// refuses a second Close: closing the sink then flushes that answer.
 async fn close(
     sink: &mut SplitSink<WebSocket, Message>,
     code: u16,
     reason: &'static str,
 ) -> Result<(), axum::Error> {
-    sink.send(Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    })))
-    .await
+    let sent = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await;
+    match sent {
+        Ok(()) => Ok(()),
+        Err(_) => sink.close().await,
+    }
 }

@@ -136,10 +136,13 @@ impl AgentIn {
         self.stdin.is_some() && !self.queue.is_empty()
     }
 
-    /// Whether another client record may be taken (the queue is below
-    /// `limit` records).
-    pub(crate) fn taking(&self, limit: usize) -> bool {
-        self.stdin.is_some() && self.queue.records() < limit
+    /// Whether another client record may be taken: the queue is below
+    /// `max_records` records and `max_bytes` bytes (so it holds at most
+    /// `max_bytes` plus one record).
+    pub(crate) fn taking(&self, max_records: usize, max_bytes: usize) -> bool {
+        self.stdin.is_some()
+            && self.queue.records() < max_records
+            && self.queue.bytes().len() < max_bytes
     }
 
     /// Queues a record (dropped when stdin is closed).
@@ -346,7 +349,10 @@ mod tests {
     #[test]
     fn a_closed_stdin_takes_nothing_and_a_failed_write_drops_the_queue() {
         let mut inp = AgentIn::default();
-        assert!(!inp.taking(10), "no stdin: no client records are taken");
+        assert!(
+            !inp.taking(10, 100),
+            "no stdin: no client records are taken"
+        );
         inp.queue(b"{}");
         assert!(inp.queue.is_empty(), "dropped while closed");
         assert!(!inp.writing());

@@ -6,16 +6,31 @@
 //!
 //! The session never waits for a client: records published during one step
 //! of the session task go to every client in one batch at the end of the
-//! step ([`Clients::flush`]); a client whose queue would go over its limits
-//! is closed with 1008 at once and forgotten.
+//! step ([`Clients::flush`]). A client is slow when it stops draining, not
+//! when a burst outruns one scheduling slice (PROTOCOL.md section 4,
+//! 2.4.0): it is closed with 1008 at once when its queue would go over the
+//! byte bound (each record counted with [`RECORD_OVERHEAD_BYTES`]) or the
+//! record bound, or when it has taken nothing for the stall time while
+//! records wait for it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::stream::text_for;
 use super::text::Text;
+
+/// What one queued record costs beyond its bytes: its `Text` handle in a
+/// batch (32 bytes), the batch's share of the channel, and the frame
+/// header the writer adds (up to 14 bytes), rounded up.
+pub(crate) const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// The bytes a record counts for against a client's byte bound.
+fn cost(text: &Text) -> usize {
+    text.len() + RECORD_OVERHEAD_BYTES
+}
 
 /// A close code and reason for a client's socket.
 pub(crate) type CloseWith = (u16, &'static str);
@@ -25,6 +40,8 @@ pub(crate) type CloseWith = (u16, &'static str);
 struct Queued {
     records: AtomicUsize,
     bytes: AtomicUsize,
+    /// When the writer last took something (ms since the epoch).
+    taken_ms: AtomicU64,
 }
 
 /// Something sent down one client's queue.
@@ -86,12 +103,17 @@ pub(crate) struct Outbox {
 impl Outbox {
     fn delivery(&self, msg: Outbound) -> Delivery {
         match msg {
-            Outbound::Batch(texts) => Delivery::Records(Batch {
-                records: texts.len(),
-                bytes: texts.iter().map(Text::len).sum(),
-                texts,
-                queued: self.queued.clone(),
-            }),
+            Outbound::Batch(texts) => {
+                self.queued
+                    .taken_ms
+                    .store(crate::util::now_ms(), Ordering::Relaxed);
+                Delivery::Records(Batch {
+                    records: texts.len(),
+                    bytes: texts.iter().map(cost).sum(),
+                    texts,
+                    queued: self.queued.clone(),
+                })
+            }
             Outbound::Close(with) => Delivery::Close(with),
         }
     }
@@ -154,18 +176,21 @@ pub(crate) struct Clients {
     next_id: u64,
     max_records: usize,
     max_bytes: usize,
+    stall_ms: u64,
 }
 
 impl Clients {
     /// An empty set whose clients may each have at most `max_records`
-    /// records and `max_bytes` bytes queued.
-    pub(crate) fn new(max_records: usize, max_bytes: usize) -> Clients {
+    /// records and `max_bytes` bytes (with overhead) queued, and may take
+    /// nothing for at most `stall` while records wait.
+    pub(crate) fn new(max_records: usize, max_bytes: usize, stall: Duration) -> Clients {
         Clients {
             list: Vec::new(),
             outbox: Vec::new(),
             next_id: 1,
             max_records: max_records.max(1),
             max_bytes,
+            stall_ms: stall.as_millis().min(u64::MAX as u128) as u64,
         }
     }
 
@@ -180,6 +205,9 @@ impl Clients {
         let (tx, rx) = mpsc::channel(self.max_records);
         let (kill_tx, kill_rx) = oneshot::channel();
         let queued = Arc::new(Queued::default());
+        queued
+            .taken_ms
+            .store(crate::util::now_ms(), Ordering::Relaxed);
         self.list.push(Client {
             id,
             tx,
@@ -218,9 +246,17 @@ impl Clients {
             return slow;
         }
         let outbox = std::mem::take(&mut self.outbox);
-        let (max_records, max_bytes) = (self.max_records, self.max_bytes);
+        let (max_records, max_bytes, stall_ms) = (self.max_records, self.max_bytes, self.stall_ms);
         let mut numbered: Option<Vec<Text>> = None;
+        // The clock is read once per step, and only when some client has
+        // records waiting.
+        let mut now_ms: Option<u64> = None;
         self.list.retain_mut(|c| {
+            let waiting = c.queued.records.load(Ordering::Acquire) > 0;
+            let stalled = waiting && {
+                let now = *now_ms.get_or_insert_with(crate::util::now_ms);
+                now.saturating_sub(c.queued.taken_ms.load(Ordering::Relaxed)) >= stall_ms
+            };
             let batch: Vec<Text> = if c.wants_seq {
                 numbered
                     .get_or_insert_with(|| {
@@ -233,11 +269,11 @@ impl Clients {
             } else {
                 outbox.iter().map(|(t, _)| t.clone()).collect()
             };
-            let (n, len) = (batch.len(), batch.iter().map(Text::len).sum::<usize>());
+            let (n, len) = (batch.len(), batch.iter().map(cost).sum::<usize>());
             let records = c.queued.records.fetch_add(n, Ordering::AcqRel) + n;
             let bytes = c.queued.bytes.fetch_add(len, Ordering::AcqRel) + len;
             // Err(true): over a limit (slow); Err(false): the writer is gone.
-            let sent = if records > max_records || bytes > max_bytes {
+            let sent = if stalled || records > max_records || bytes > max_bytes {
                 Err(true)
             } else {
                 match c.tx.try_send(Outbound::Batch(batch)) {
@@ -299,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_batch_per_step_and_numbers_only_for_clients_that_asked() {
-        let mut set = Clients::new(100, 1 << 20);
+        let mut set = Clients::new(100, 1 << 20, Duration::from_secs(60));
         let (_, mut plain) = set.add(false);
         let (_, mut numbered) = set.add(true);
         set.publish(text(r#"{"a":1}"#), Some(1));
@@ -318,7 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_over_its_record_limit_is_closed_with_1008_ahead_of_its_queue() {
-        let mut set = Clients::new(3, 1 << 20);
+        let mut set = Clients::new(3, 1 << 20, Duration::from_secs(60));
         let (slow_id, mut slow) = set.add(false);
         let (_, mut fast) = set.add(false);
         for i in 0..3 {
@@ -334,7 +370,7 @@ mod tests {
             vec![Slow {
                 client: slow_id,
                 records: 4,
-                bytes: 28
+                bytes: 28 + 4 * RECORD_OVERHEAD_BYTES
             }]
         );
         assert_eq!(set.len(), 1);
@@ -348,17 +384,17 @@ mod tests {
 
     #[tokio::test]
     async fn the_byte_limit_counts_until_the_writer_drops_the_batch() {
-        let mut set = Clients::new(100, 10);
+        let mut set = Clients::new(100, 10 + 2 * RECORD_OVERHEAD_BYTES, Duration::from_secs(60));
         let (_, mut out) = set.add(false);
         set.publish(text("12345678"), None);
         assert!(set.flush().is_empty());
         let held = out.next().await;
         // Still counted while the writer holds it.
         set.publish(text("123"), None);
-        assert_eq!(set.flush().len(), 1, "8 + 3 bytes > 10");
+        assert_eq!(set.flush().len(), 1, "8 + 3 bytes > 10 (with overheads)");
         drop(held);
 
-        let mut set = Clients::new(100, 10);
+        let mut set = Clients::new(100, 10 + 2 * RECORD_OVERHEAD_BYTES, Duration::from_secs(60));
         let (_, mut out) = set.add(false);
         set.publish(text("12345678"), None);
         set.flush();
@@ -370,7 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_all_sends_what_was_published_then_the_close() {
-        let mut set = Clients::new(100, 1 << 20);
+        let mut set = Clients::new(100, 1 << 20, Duration::from_secs(60));
         let (_, mut out) = set.add(false);
         set.publish(text("{}"), None);
         set.close_all((1011, "agent exited"));
@@ -385,7 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_writer_is_dropped_and_a_gone_session_ends_the_outbox() {
-        let mut set = Clients::new(100, 1 << 20);
+        let mut set = Clients::new(100, 1 << 20, Duration::from_secs(60));
         let (id, out) = set.add(false);
         drop(out);
         set.publish(text("{}"), None);
@@ -399,5 +435,39 @@ mod tests {
         // again is harmless.
         assert!(out.next().await.is_none());
         assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_client_is_slow_when_it_stops_taking_not_when_a_burst_queues_up() {
+        let mut set = Clients::new(1 << 20, 1 << 30, Duration::from_millis(500));
+        let (_, mut reader) = set.add(false);
+        let (stalled_id, mut stalled) = set.add(false);
+        // A burst of 10 000 records in 100 steps queues up; nobody is slow.
+        for step in 0..100 {
+            for i in 0..100 {
+                set.publish(text(&format!("{{\"i\":{}}}", step * 100 + i)), None);
+            }
+            assert!(set.flush().is_empty());
+        }
+        let mut got = 0;
+        while let Some(d) = reader.try_next() {
+            got += records(Some(d)).len();
+        }
+        assert_eq!(got, 10_000);
+        // The stall time passes: the reader took something meanwhile, the
+        // other client took nothing while records waited.
+        std::thread::sleep(Duration::from_millis(600));
+        set.publish(text("{}"), None);
+        let slow = set.flush();
+        assert_eq!(
+            slow.iter().map(|s| s.client).collect::<Vec<_>>(),
+            vec![stalled_id]
+        );
+        assert_eq!(records(reader.next().await), vec!["{}"]);
+        // Its close overtakes what it never read.
+        match stalled.next().await {
+            Some(Delivery::Close((1008, "client too slow"))) => {}
+            other => panic!("expected a 1008 close, got {other:?}"),
+        }
     }
 }

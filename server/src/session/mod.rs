@@ -155,6 +155,9 @@ struct State {
 pub(crate) struct Inbound {
     pub(crate) line: Bytes,
     pub(crate) head: record::Head,
+    /// Its share of the inbound byte budget, given back when the session
+    /// task has taken the record.
+    pub(crate) _bytes: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What a client asked for in the WebSocket URL (section 11).
@@ -260,6 +263,9 @@ pub struct SessionHandle {
     last_client_text_ms: AtomicU64,
     ctrl: mpsc::Sender<Control>,
     inbound: mpsc::Sender<Inbound>,
+    /// Bytes of client records on their way to the session task: the
+    /// inbound queue is bounded in bytes as well as in records.
+    inbound_bytes: Arc<tokio::sync::Semaphore>,
     /// The adapter version serving the running agent (None when not running).
     adapter: Mutex<Option<Arc<crate::adapter::Adapter>>>,
     deps: Arc<Deps>,
@@ -334,7 +340,17 @@ impl SessionHandle {
 
     /// Sends a client record toward the agent; waits while the session's
     /// stdin queue is full (backpressure). False when the session is gone.
-    pub(crate) async fn send(&self, record: Inbound) -> bool {
+    pub(crate) async fn send(&self, mut record: Inbound) -> bool {
+        // A record larger than the whole budget takes all of it.
+        let want = record
+            .line
+            .len()
+            .clamp(1, self.deps.limits.stdin_queue_bytes.max(1))
+            .min(u32::MAX as usize) as u32;
+        let Ok(permit) = self.inbound_bytes.clone().acquire_many_owned(want).await else {
+            return false;
+        };
+        record._bytes = Some(permit);
         self.inbound.send(record).await.is_ok()
     }
 
@@ -477,7 +493,7 @@ impl Sessions {
         let started = spawn::start(&deps.spawn_env(), instance.adapter(), &instance.config, &id, &options)
             .await
             .map_err(|e| {
-                tracing::warn!(instance = %instance.config.id, reason = e.reason, detail = %e.detail, "failed to spawn an agent");
+                tracing::warn!(instance = %instance.config.id, reason = e.reason, detail = ?e.detail, "failed to spawn an agent");
                 crate::ops::metrics::add(&deps.metrics.spawn_failures, 1);
                 CreateError::Spawn(e)
             })?;
@@ -502,6 +518,7 @@ impl Sessions {
             last_client_text_ms: AtomicU64::new(0),
             ctrl: ctrl_tx,
             inbound: in_tx,
+            inbound_bytes: Arc::new(tokio::sync::Semaphore::new(deps.limits.stdin_queue_bytes)),
             adapter: Mutex::new(None),
             deps: deps.clone(),
         });

@@ -178,8 +178,16 @@ pub async fn start(
     env.extend(instance.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
 
-    let program = policy::resolve_program(&spec.command, env.get("PATH").map(String::as_str))
-        .map_err(|e| cleanup(e.into()))?;
+    // The program is found with the daemon's and the instance's PATH only:
+    // a session's env reaches the agent but never chooses its binary
+    // (PROTOCOL.md section 5).
+    let lookup_path = instance
+        .env
+        .get("PATH")
+        .or_else(|| ctx.daemon_env.get("PATH"))
+        .map(String::as_str);
+    let program =
+        policy::resolve_program(&spec.command, lookup_path).map_err(|e| cleanup(e.into()))?;
     let cwd = spec
         .cwd
         .as_deref()

@@ -79,7 +79,11 @@ impl SessionTask {
         let mut task = SessionTask {
             stream: Stream::new(limits.replay_records, limits.replay_bytes),
             agent: Agent::new(limits.max_line_bytes),
-            clients: Clients::new(limits.client_queue_records, limits.client_queue_bytes),
+            clients: Clients::new(
+                limits.client_queue_records,
+                limits.client_queue_bytes,
+                limits.client_stall,
+            ),
             timers: PushTimers::new(deps.notifier.is_some(), deps.push_grace),
             handle,
             ctrl_rx,
@@ -111,9 +115,13 @@ impl SessionTask {
     }
 
     async fn main(mut self) {
-        let stdin_limit = self.deps.limits.stdin_queue_records;
+        let stdin_limit = (
+            self.deps.limits.stdin_queue_records,
+            self.deps.limits.stdin_queue_bytes,
+        );
         loop {
-            let taking_input = self.run.is_some() && self.agent.inp.taking(stdin_limit);
+            let taking_input =
+                self.run.is_some() && self.agent.inp.taking(stdin_limit.0, stdin_limit.1);
             let writing = self.agent.inp.writing();
             let reaping = self.agent.exit.waiting();
             let drain_until = self.agent.exit.drain_deadline();
@@ -139,7 +147,7 @@ impl SessionTask {
                     // Take what else is queued now, so that one write
                     // carries many records.
                     for _ in 1..MAX_INBOUND_BATCH {
-                        if self.run.is_none() || !self.agent.inp.taking(stdin_limit) {
+                        if self.run.is_none() || !self.agent.inp.taking(stdin_limit.0, stdin_limit.1) {
                             break;
                         }
                         match self.inbound_rx.try_recv() {
@@ -306,7 +314,7 @@ impl SessionTask {
         let started = spawn::start(&self.deps.spawn_env(), instance.adapter(), &instance.config, &self.handle.id, &self.handle.options)
             .await
             .map_err(|e| {
-                tracing::warn!(session = %self.handle.id, reason = e.reason, detail = %e.detail, "failed to restart the agent");
+                tracing::warn!(session = %self.handle.id, reason = e.reason, detail = ?e.detail, "failed to restart the agent");
                 RestartError::Spawn(e)
             })?;
         let pid = started.pid;
@@ -581,7 +589,12 @@ impl SessionTask {
             tracing::warn!(session = %self.handle.id, exit_code = ?code, signal = ?signal, "session crashed: agent exited");
         }
         self.publish(Text::from(event.to_string()));
-        self.close_clients(1011, "agent exited");
+        let reason = if trap.is_some() {
+            "adapter failed"
+        } else {
+            "agent exited"
+        };
+        self.close_clients(1011, reason);
         self.timers.clear();
         self.stream.clear_pending();
         if let Some(n) = &self.deps.notifier {
