@@ -446,7 +446,7 @@ fn decode_terminal_qr(lines: &[&str]) -> String {
     // (x, y) in modules: light (true) or dark.
     let light = |x: usize, y: usize| -> bool {
         let c = rows[y / 2].get(x).copied().unwrap_or(' ');
-        let upper = y % 2 == 0;
+        let upper = y.is_multiple_of(2);
         match c {
             '█' => true,
             '▀' => upper,
