@@ -9,10 +9,12 @@
 //! - [`session`]: the registry, the per-session task, framing and replay;
 //! - [`http`]: REST, WebSocket and the browser-safety guard;
 //! - [`push`]: Expo push notifications;
+//! - [`client`]: the client side of the protocol (the terminal client);
 //! - [`cli`]: the command line.
 
 pub mod adapter;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod ops;

@@ -3,6 +3,7 @@
 //! components. One binary, so wasmtime is linked once.
 
 mod claude;
+mod cli;
 mod deploy;
 mod harness;
 mod languages;
