@@ -496,6 +496,26 @@ async fn new_starts_a_session_in_the_current_directory_and_sessions_new_is_the_s
     .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim().len(), 12);
+    // `new --attach` opens the new session in the terminal.
+    let t = Tmux::start(
+        &["new", "--name", "fresh", "--attach", "--url", &d.url],
+        &[],
+    );
+    t.wait_screen("fresh (").await;
+    t.wait_screen("connected").await;
+    t.say("hi new");
+    t.wait_for("You said: hi new").await;
+    t.keys(&["C-c"]);
+    t.keys(&["C-c"]);
+    t.wait_for("[exit 0]").await;
+    let list = d.get("/sessions").await.1;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "fresh"),
+        "{list}"
+    );
 }
 
 /// The working directory of a session's agent, from /proc.
@@ -505,37 +525,87 @@ async fn cwd_of_session(d: &Daemon, id: &str) -> std::path::PathBuf {
     std::fs::read_link(format!("/proc/{pid}/cwd")).expect("agent cwd")
 }
 
-/// A tiny daemon stand-in that wants `Bearer s3cret` and records what it got.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A tiny daemon stand-in that wants `Bearer s3cret` on REST and on the
+/// WebSocket upgrade, records what it got, lists one session `ws` and
+/// answers a prompt on its socket with a one-message turn.
 async fn token_server() -> (
     String,
     Arc<Mutex<Vec<Option<String>>>>,
     tokio::task::JoinHandle<()>,
 ) {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
     use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
     let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-    let s2 = seen.clone();
-    let app = axum::Router::new().route(
-        "/sessions",
-        axum::routing::get(move |headers: HeaderMap| {
-            let seen = s2.clone();
-            async move {
-                let auth = headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let ok = auth.as_deref() == Some("Bearer s3cret");
-                seen.lock().unwrap().push(auth);
-                if ok {
-                    (StatusCode::OK, axum::Json(json!([])))
-                } else {
-                    (
-                        StatusCode::UNAUTHORIZED,
-                        axum::Json(json!({"error": "unauthorized"})),
-                    )
+    let (s2, s3) = (seen.clone(), seen.clone());
+    let app = axum::Router::new()
+        .route(
+            "/sessions",
+            axum::routing::get(move |headers: HeaderMap| {
+                let seen = s2.clone();
+                async move {
+                    let auth = bearer(&headers);
+                    let ok = auth.as_deref() == Some("Bearer s3cret");
+                    seen.lock().unwrap().push(auth);
+                    if ok {
+                        (
+                            StatusCode::OK,
+                            axum::Json(json!([{"id": "abcdef123456", "name": "ws", "status": "running"}])),
+                        )
+                    } else {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            axum::Json(json!({"error": "unauthorized"})),
+                        )
+                    }
                 }
-            }
-        }),
-    );
+            }),
+        )
+        .route(
+            "/sessions/{id}",
+            axum::routing::get(move |headers: HeaderMap, ws: WebSocketUpgrade| {
+                let seen = s3.clone();
+                async move {
+                    let auth = bearer(&headers);
+                    let ok = auth.as_deref() == Some("Bearer s3cret");
+                    seen.lock().unwrap().push(auth.map(|a| format!("ws {a}")));
+                    if !ok {
+                        return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
+                    }
+                    ws.on_upgrade(|mut socket| async move {
+                        let hello = json!({"type": "amarre.hello", "protocol": "2.4.0", "seq": 0});
+                        let _ = socket.send(Message::text(hello.to_string())).await;
+                        while let Some(Ok(msg)) = socket.recv().await {
+                            let Message::Text(t) = msg else { continue };
+                            let v: Value = serde_json::from_str(&t).unwrap_or_default();
+                            if v["type"] != "prompt" {
+                                continue;
+                            }
+                            let text = json!({"role": "assistant", "content": [{"type": "text", "text": "ok from the stand-in"}]});
+                            for (i, r) in [
+                                json!({"type": "response", "command": "prompt", "success": true, "id": v["id"]}),
+                                json!({"type": "agent_start"}),
+                                json!({"type": "agent_end", "messages": [text]}),
+                            ]
+                            .into_iter()
+                            .enumerate()
+                            {
+                                let mut r = r;
+                                r["_seq"] = json!(i + 1);
+                                let _ = socket.send(Message::text(r.to_string())).await;
+                            }
+                        }
+                    })
+                }
+            }),
+        );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -598,6 +668,22 @@ async fn the_token_comes_from_the_flag_file_the_variable_or_the_local_file_and_t
     std::fs::write(home.join(".local/state/amarre/token"), "s3cret").unwrap();
     let (code, _, err) = cli(&["send", "s", "x", "--url", &url], &no_xdg).await;
     assert_eq!(code, 5, "{err}");
+    // The WebSocket upgrade carries it too.
+    let (code, out, err) = cli(
+        &[
+            "send",
+            "ws",
+            "hi",
+            "--wait",
+            "--url",
+            &url,
+            "--token-file",
+            &f,
+        ],
+        &no_xdg,
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "ok from the stand-in\n"), "{err}");
     let got = seen.lock().unwrap().clone();
     assert_eq!(
         got,
@@ -607,6 +693,8 @@ async fn the_token_comes_from_the_flag_file_the_variable_or_the_local_file_and_t
             Some("Bearer s3cret".into()),
             Some("Bearer wrong".into()),
             Some("Bearer s3cret".into()),
+            Some("Bearer s3cret".into()),
+            Some("ws Bearer s3cret".into()),
         ]
     );
     task.abort();

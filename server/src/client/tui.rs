@@ -101,15 +101,19 @@ struct TermGuard;
 impl TermGuard {
     fn enter() -> std::io::Result<TermGuard> {
         terminal::enable_raw_mode()?;
+        // A paste arrives as one event (its newlines do not send prompts).
+        let mut out = std::io::stdout();
+        let _ = crossterm::execute!(out, crossterm::event::EnableBracketedPaste);
         Ok(TermGuard)
     }
 }
 
 impl Drop for TermGuard {
     fn drop(&mut self) {
-        let _ = terminal::disable_raw_mode();
         let mut out = std::io::stdout();
-        let _ = queue!(out, cursor::Show);
+        let _ = queue!(out, crossterm::event::DisableBracketedPaste, cursor::Show);
+        let _ = out.flush();
+        let _ = terminal::disable_raw_mode();
         let _ = out.flush();
     }
 }
@@ -478,9 +482,10 @@ impl App {
                             } else {
                                 &mut self.input
                             };
-                            let mut v = target.value().to_owned();
-                            v.push_str(&text.replace(['\r', '\n'], " "));
-                            *target = Input::new(v);
+                            for c in text.chars() {
+                                let c = if c == '\r' || c == '\n' { ' ' } else { c };
+                                target.handle(tui_input::InputRequest::InsertChar(c));
+                            }
                             Flow::Continue
                         }
                         _ => Flow::Continue,
