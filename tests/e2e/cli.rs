@@ -316,6 +316,47 @@ async fn attach_streams_answers_questions_reconnects_aborts_and_detaches() {
 }
 
 #[tokio::test]
+async fn after_a_replay_gap_attach_shows_the_history_and_sends_what_was_typed_offline() {
+    // A replay buffer of 5 records: one turn while away overflows it.
+    let instances = fake_instance(json!({"FAKE_PI": "1"}));
+    let d = Daemon::start(&[
+        ("AMARRE_INSTANCES_JSON", &instances),
+        ("AMARRE_REPLAY_RECORDS", "5"),
+    ])
+    .await;
+    let s = d.create(json!({"name": "gap"})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let proxy = Proxy::start(d.port).await;
+    let t = Tmux::start(&["attach", "gap", "--url", &proxy.url()], &[]);
+    t.wait_screen("connected").await;
+    t.say("before");
+    t.wait_for("You said: before").await;
+
+    proxy.cut();
+    t.wait_screen("reconnecting").await;
+    turn(&d, &id, "while away").await;
+    t.say("typed while down");
+    t.wait_for("[not connected: the prompt is sent once the connection is back]")
+        .await;
+    proxy.resume();
+    t.wait_for("are no longer kept by the daemon").await;
+    t.wait_for("You said: while away").await;
+    t.wait_for("You said: typed while down").await;
+    t.wait_screen("connected").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = t.everything();
+    assert_eq!(all.matches("You said: while away").count(), 1, "{all}");
+    assert_eq!(
+        all.matches("You said: typed while down").count(),
+        1,
+        "{all}"
+    );
+    t.keys(&["C-c"]);
+    t.keys(&["C-c"]);
+    t.wait_for("[exit 0]").await;
+}
+
+#[tokio::test]
 async fn attach_degrades_to_plain_lines_without_a_terminal() {
     let d = fake_pi_daemon().await;
     let s = d.create(json!({"name": "plain"})).await;

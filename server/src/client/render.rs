@@ -158,6 +158,12 @@ pub fn failure_of(message: &Value) -> Option<String> {
 }
 
 impl Renderer {
+    /// Forgets a streamed text block without finishing it on screen (its
+    /// text is shown another way, e.g. by the history).
+    pub fn discard_stream(&mut self) {
+        self.streaming = false;
+    }
+
     fn end_stream(&mut self, out: &mut Vec<Out>) {
         if self.streaming {
             self.streaming = false;

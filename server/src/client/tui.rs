@@ -68,6 +68,7 @@ pub async fn attach(api: Api, summary: Value) -> i32 {
         answered: HashSet::new(),
         history_since: None,
         held: Vec::new(),
+        history_covers_held: false,
         ctrl_c_at: None,
         next_id: 0,
         screen: if tty {
@@ -135,6 +136,9 @@ struct App {
     /// Set while the history is being fetched: records wait in `held`.
     history_since: Option<Instant>,
     held: Vec<Value>,
+    /// After a replay gap the history covers what was replayed: the held
+    /// records only update the state (questions, turn), without being shown.
+    history_covers_held: bool,
     ctrl_c_at: Option<Instant>,
     next_id: u64,
     screen: Screen,
@@ -164,10 +168,17 @@ impl App {
             .send(&json!({"type": "get_messages", "id": HISTORY_ID}));
     }
 
-    fn release_held(&mut self) {
+    fn release_held(&mut self, history_arrived: bool) {
         self.history_since = None;
+        let covered = std::mem::take(&mut self.history_covers_held) && history_arrived;
         for v in std::mem::take(&mut self.held) {
-            self.record(v, false);
+            if covered && !questions::is_question(&v) && v["type"] != "amarre.question_resolved" {
+                // Keep the turn's state; the history already shows the text.
+                let _ = self.renderer.record(&v);
+                self.renderer.discard_stream();
+            } else {
+                self.record(v, false);
+            }
         }
     }
 
@@ -197,13 +208,14 @@ impl App {
                 self.info(format!(
                     "[records {from} to {to} are no longer kept by the daemon; the history follows]"
                 ));
+                self.history_covers_held = true;
                 self.fetch_history();
             }
             Event::Record { record, repeat } => {
                 if self.history_since.is_some() {
                     if record["type"] == "response" && record["id"] == HISTORY_ID {
                         self.history(&record);
-                        self.release_held();
+                        self.release_held(record["success"] != false);
                     } else {
                         self.held.push(record);
                     }
@@ -230,7 +242,7 @@ impl App {
                     End::Closed => return Flow::Exit(exit::OK),
                 };
                 if !self.held.is_empty() {
-                    self.release_held();
+                    self.release_held(false);
                 }
                 self.screen.out(Out::Line(Style::Error, format!("[{msg}]")));
                 return Flow::Exit(code);
@@ -495,7 +507,7 @@ impl App {
                 _ = tick.tick() => {
                     if self.history_since.is_some_and(|t| t.elapsed() > HISTORY_WAIT) {
                         self.info("[the agent did not send its history]");
-                        self.release_held();
+                        self.release_held(false);
                     }
                     Flow::Continue
                 }
@@ -545,7 +557,7 @@ impl App {
                 _ = tick.tick() => {
                     if self.history_since.is_some_and(|t| t.elapsed() > HISTORY_WAIT) {
                         self.info("[the agent did not send its history]");
-                        self.release_held();
+                        self.release_held(false);
                     }
                     Flow::Continue
                 }
