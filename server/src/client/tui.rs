@@ -474,9 +474,21 @@ impl App {
     async fn run_tty(&mut self) -> i32 {
         let mut keys = EventStream::new();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // SIGTERM or SIGHUP (the terminal went away) detach cleanly, so the
+        // terminal is restored.
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            eprintln!("amarre: cannot watch for signals");
+            return exit::FAILURE;
+        };
         self.screen.redraw(&self.live());
         loop {
             let flow = tokio::select! {
+                _ = term.recv() => Flow::Exit(exit::OK),
+                _ = hup.recv() => Flow::Exit(exit::OK),
                 e = self.conn.events.recv() => match e {
                     Some(e) => self.event(e),
                     None => Flow::Exit(exit::FAILURE),
