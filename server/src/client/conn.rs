@@ -283,3 +283,36 @@ async fn session_socket(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `https://` URLs go through TLS (rustls): a server that is not a TLS
+    /// server is a connection error to retry, never a panic or a success.
+    #[tokio::test]
+    async fn an_https_daemon_is_reached_over_tls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut first = [0u8; 1];
+            let _ = sock.read_exact(&mut first).await;
+            let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            // 0x16: a TLS handshake record, so the client spoke TLS.
+            first[0]
+        });
+        let api = Api::with(&format!("https://127.0.0.1:{port}"), None).unwrap();
+        let mut conn = Conn::open(api, "abc".into());
+        let event = tokio::time::timeout(Duration::from_secs(10), conn.events.recv())
+            .await
+            .expect("an event");
+        assert!(
+            matches!(event, Some(Event::Disconnected { .. })),
+            "{event:?}"
+        );
+        assert_eq!(server.await.unwrap(), 0x16);
+        conn.close().await;
+    }
+}
