@@ -309,7 +309,12 @@ async fn approve_inner(args: ApproveArgs) -> Result<i32, ClientError> {
     // collect until the socket has been quiet for a moment.
     let mut pending: Vec<Value> = Vec::new();
     let hard_stop = tokio::time::Instant::now() + Duration::from_secs(3);
+    // A 2.4.0 summary says how many there are (`pendingQuestions`).
+    let expected = summary["pendingQuestions"].as_u64().filter(|n| *n > 0);
     loop {
+        if expected.is_some_and(|n| pending.len() as u64 >= n) {
+            break;
+        }
         let quiet = tokio::time::Instant::now() + Duration::from_millis(400);
         match tokio::time::timeout_at(quiet.min(hard_stop), conn.events.recv()).await {
             Err(_) => break,
