@@ -177,7 +177,7 @@ impl App {
                 let _ = self.renderer.record(&v);
                 self.renderer.discard_stream();
             } else {
-                self.record(v, false);
+                self.record(v);
             }
         }
     }
@@ -211,7 +211,8 @@ impl App {
                 self.history_covers_held = true;
                 self.fetch_history();
             }
-            Event::Record { record, repeat } => {
+            // A question repeated on a new socket is recognised by its id.
+            Event::Record { record, .. } => {
                 if self.history_since.is_some() {
                     if record["type"] == "response" && record["id"] == HISTORY_ID {
                         self.history(&record);
@@ -220,7 +221,7 @@ impl App {
                         self.held.push(record);
                     }
                 } else {
-                    self.record(record, repeat);
+                    self.record(record);
                 }
             }
             Event::Ended(end) => {
@@ -277,7 +278,7 @@ impl App {
         self.info("── live ──");
     }
 
-    fn record(&mut self, v: Value, repeat: bool) {
+    fn record(&mut self, v: Value) {
         if v["type"] == "response" && v["id"] == HISTORY_ID {
             return;
         }
@@ -288,7 +289,6 @@ impl App {
             if !known {
                 self.questions.push_back(v);
             }
-            let _ = repeat;
             return;
         }
         if v["type"] == "amarre.question_resolved" {
