@@ -56,7 +56,7 @@
 
       devShells = forAll (pkgs: {
         default = pkgs.mkShell {
-          packages = [ (toolchain pkgs) pkgs.nodejs_20 pkgs.cargo-nextest ];
+          packages = [ (toolchain pkgs) pkgs.nodejs_20 pkgs.cargo-nextest pkgs.tmux ];
         };
       });
 

@@ -18,6 +18,7 @@
 //! - `transcript`: golden transcripts (adapter tooling);
 //! - `util`: the clock, atomic private files, the start-up environment;
 //! - [`auth`]: the optional token (PROTOCOL.md 12.5);
+//! - [`client`]: the client side of the protocol (the terminal client);
 //! - [`cli`]: the command line.
 //!
 //! Only what the test and bench programs use is public.
@@ -25,6 +26,7 @@
 pub mod adapter;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub(crate) mod http;
 pub(crate) mod instances;

@@ -4,6 +4,7 @@
 
 mod auth;
 mod claude;
+mod cli;
 mod deploy;
 mod harness;
 mod languages;

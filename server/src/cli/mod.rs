@@ -2,6 +2,7 @@
 //! Parsing and dispatch only; each command lives in its own module.
 
 pub mod adapters;
+pub mod client;
 pub mod config;
 pub mod serve;
 pub mod sessions;
@@ -37,6 +38,10 @@ pub fn main() -> ! {
             Command::Sessions(args) => sessions::run(args).await,
             Command::Token(args) => token::run_token(args),
             Command::Pair(args) => token::run_pair(args),
+            Command::Attach(args) => client::attach(args).await,
+            Command::New(args) => client::new(args).await,
+            Command::Send(args) => client::send(args).await,
+            Command::Approve(args) => client::approve(args).await,
         }
     });
     // Do not wait for detached tasks (sockets being closed) to finish.
@@ -53,7 +58,11 @@ pub fn main() -> ! {
 permission questions to the remote user and sends push notifications. Agent-specific logic lives in \
 sandboxed WebAssembly adapters.\n\nConfiguration comes from flags, then AMARRE_* environment variables, \
 then the configuration file, then defaults. See README.md and docs/PROTOCOL.md.\n\n\
-Exit codes: 0 success, 1 failure at run time (or a failed check), 2 usage or configuration error."
+Exit codes: 0 success, 1 failure at run time (or a failed check), 2 usage or configuration error. \
+The client commands (attach, new, send, approve) add: 3 the agent asked a question (`send --wait`, \
+printed unanswered; `approve` left one that needs typed text), 4 the daemon cannot be reached, \
+5 no session has that id or name (or a name matches several), 6 unauthorized (token missing or \
+refused). See docs/cli.md."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -74,6 +83,14 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Print the web client's pairing link and the same link as a QR code.
     Pair(token::PairArgs),
+    /// Open a session in the terminal: its conversation, questions, prompts.
+    Attach(client::AttachArgs),
+    /// Start a session in the current directory; print its id (or --attach).
+    New(client::NewCmdArgs),
+    /// Send a prompt to a session (--wait: print the answer when the turn ends).
+    Send(client::SendArgs),
+    /// Answer a session's pending question(s): allow, or --deny.
+    Approve(client::ApproveArgs),
 }
 
 /// Flags of `amarre serve`; each overrides the variable named in its help.

@@ -24,14 +24,23 @@
 //!   adapter in benchmarks), then its `result`.
 //!
 //! Env: `FAKE_IGNORE_TERM=1` ignores SIGTERM; `FAKE_HELLO=text` prints a
-//! line at start; `FAKE_EXIT_ON_EOF=0` keeps running after stdin closes.
+//! line at start; `FAKE_EXIT_ON_EOF=0` keeps running after stdin closes;
+//! `FAKE_PI=1` makes it a scripted agent speaking pi's RPC dialect instead
+//! (see `fake_pi.rs`).
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+#[path = "../fake_pi.rs"]
+mod fake_pi;
+
 fn main() {
+    if std::env::var("FAKE_PI").as_deref() == Ok("1") {
+        fake_pi::run();
+        return;
+    }
     if std::env::var("FAKE_IGNORE_TERM").as_deref() == Ok("1") {
         // SAFETY: installing SIG_IGN for SIGTERM has no memory effects.
         unsafe {
