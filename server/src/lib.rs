@@ -9,6 +9,7 @@
 //! - [`session`]: the registry, the per-session task, framing and replay;
 //! - [`http`]: REST, WebSocket and the browser-safety guard;
 //! - [`push`]: Expo push notifications;
+//! - [`review`]: the read-only view of a session's working tree (git);
 //! - [`cli`]: the command line.
 
 pub mod adapter;
@@ -18,10 +19,11 @@ pub mod http;
 pub mod ops;
 pub mod process;
 pub mod push;
+pub mod review;
 pub mod session;
 pub mod util;
 
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The wire protocol this server speaks (PROTOCOL.md section 11).
-pub const PROTOCOL_VERSION: &str = "2.3.0";
+pub const PROTOCOL_VERSION: &str = "2.4.0";

@@ -58,12 +58,12 @@ async fn the_hello_comes_first_with_exactly_its_fields() {
         hello,
         json!({
             "type": "amarre.hello",
-            "protocol": "2.3.0",
+            "protocol": "2.4.0",
             "server": {"name": "amarre", "version": env!("CARGO_PKG_VERSION")},
             "sessionId": id,
             "instanceId": "default",
             "adapter": {"name": "stdio", "version": adapter_version},
-            "capabilities": ["seq", "replay", "pending-questions"],
+            "capabilities": ["seq", "replay", "pending-questions", "review"],
             "seq": 3,
         })
     );

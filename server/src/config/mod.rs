@@ -55,6 +55,9 @@ pub struct Limits {
     pub reload_watch: bool,
     /// Quiet time after the last change of a file before it is reloaded.
     pub reload_debounce: Duration,
+    /// The review routes (section 12.4): largest file served, and time limit.
+    pub review_max_bytes: usize,
+    pub review_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -74,6 +77,8 @@ impl Default for Limits {
             replay_bytes: 16 << 20,
             reload_watch: true,
             reload_debounce: Duration::from_millis(200),
+            review_max_bytes: 1 << 20,
+            review_timeout: Duration::from_millis(5_000),
         }
     }
 }
@@ -352,6 +357,8 @@ impl Config {
         }
         ms_var(get, "AMARRE_RELOAD_DEBOUNCE_MS", &mut l.reload_debounce)?;
         bytes_var(get, "AMARRE_REPLAY_BYTES", &mut l.replay_bytes)?;
+        bytes_var(get, "AMARRE_REVIEW_MAX_BYTES", &mut l.review_max_bytes)?;
+        ms_var(get, "AMARRE_REVIEW_TIMEOUT_MS", &mut l.review_timeout)?;
         if l.adapter_call.is_zero() {
             return Err(err("AMARRE_ADAPTER_CALL_MS", "must be at least 1"));
         }

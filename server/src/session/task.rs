@@ -385,7 +385,7 @@ impl SessionTask {
 
     fn hello(&self) -> serde_json::Value {
         let adapter = self.run.as_ref().map(|r| &r.adapter.info);
-        let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions"];
+        let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions", "review"];
         if let Some(info) = adapter {
             caps.extend(info.capabilities.iter().map(|c| c.as_str()));
         }
