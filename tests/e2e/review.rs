@@ -212,7 +212,17 @@ fn mixed_repo() -> Repo {
     let old: String = (1..=40).map(|n| format!("line {n}\n")).collect();
     r.write("old/name.txt", &old);
     r.write("same.txt", "unchanged\n");
+    r.write("plain/before.txt", "moved with a plain mv\n");
+    r.write("plain/empty-a", "");
     r.commit_all("first");
+    std::fs::rename(
+        r.root.join("plain/before.txt"),
+        r.root.join("plain/after.txt"),
+    )
+    .unwrap();
+    // An empty file deleted and another created are not a rename.
+    std::fs::remove_file(r.root.join("plain/empty-a")).unwrap();
+    r.write("plain/empty-b", "");
     r.write("a.txt", "one\nTWO\nthree\nfour\n");
     r.write("bin.dat", b"\x00\x01\x02binary\x03");
     std::fs::remove_file(r.root.join("gone.txt")).unwrap();
@@ -242,6 +252,8 @@ async fn changes_lists_the_work_tree_against_head() {
     assert_eq!(body["head"].as_str().unwrap().len(), 40);
     let mut renamed = entry("new/name.txt", "renamed", 0, 0, false);
     renamed["oldPath"] = json!("old/name.txt");
+    let mut moved = entry("plain/after.txt", "renamed", 0, 0, false);
+    moved["oldPath"] = json!("plain/before.txt");
     // Ignored files (debug.log, .env, build/) are not listed; nor is the
     // unchanged same.txt.
     assert_eq!(
@@ -252,6 +264,9 @@ async fn changes_lists_the_work_tree_against_head() {
             entry("gone.txt", "deleted", 0, 1, false),
             renamed,
             entry("notes/untracked.md", "untracked", 2, 0, false),
+            moved,
+            entry("plain/empty-a", "deleted", 0, 0, false),
+            entry("plain/empty-b", "untracked", 0, 0, false),
             entry("staged.txt", "added", 1, 0, false),
         ]
     );
@@ -295,6 +310,15 @@ async fn diff_answers_every_listed_path() {
     let t = diff(&d, &id, "old/name.txt").await.text();
     assert!(t.contains("deleted file mode 100644"), "{t}");
     assert!(t.contains("-line 40"), "{t}");
+
+    // A plain `mv`: the new path against nothing, the old one deleted.
+    let t = diff(&d, &id, "plain/after.txt").await.text();
+    assert!(t.contains("+moved with a plain mv"), "{t}");
+    let t = diff(&d, &id, "plain/before.txt").await.text();
+    assert!(
+        t.contains("deleted file mode") && t.contains("-moved with a plain mv"),
+        "{t}"
+    );
 
     let t = diff(&d, &id, "staged.txt").await.text();
     assert!(t.contains("new file mode") && t.contains("+staged"), "{t}");

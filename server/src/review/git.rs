@@ -173,6 +173,8 @@ pub fn fields(out: &[u8]) -> Vec<String> {
 pub struct RawEntry {
     /// The status letter (`M`, `A`, `D`, `R`, `T`, `U`, ...).
     pub status: char,
+    /// The object id on the `HEAD` side (all zeros when there is none).
+    pub old_id: String,
     pub path: String,
     pub old_path: Option<String>,
     /// None when git says the file is binary.
@@ -190,11 +192,9 @@ pub fn parse_raw_numstat(out: &[u8]) -> Result<Vec<RawEntry>, ReviewError> {
     let mut counted = 0;
     while let Some(f) = it.next() {
         if let Some(meta) = f.strip_prefix(':') {
-            let status = meta
-                .split(' ')
-                .nth(4)
-                .and_then(|s| s.chars().next())
-                .ok_or_else(bad)?;
+            let meta: Vec<&str> = meta.split(' ').collect();
+            let status = meta.get(4).and_then(|s| s.chars().next()).ok_or_else(bad)?;
+            let old_id = meta.get(2).map(|s| s.to_string()).unwrap_or_default();
             let first = it.next().ok_or_else(bad)?;
             let (path, old_path) = if matches!(status, 'R' | 'C') {
                 (it.next().ok_or_else(bad)?, Some(first))
@@ -203,6 +203,7 @@ pub fn parse_raw_numstat(out: &[u8]) -> Result<Vec<RawEntry>, ReviewError> {
             };
             entries.push(RawEntry {
                 status,
+                old_id,
                 path,
                 old_path,
                 counts: None,

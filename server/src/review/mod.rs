@@ -264,7 +264,7 @@ async fn tracked(
     base: &str,
     numstat: bool,
 ) -> Result<Vec<git::RawEntry>, ReviewError> {
-    let mut args = vec!["diff", base, "-M", "--raw", "-z"];
+    let mut args = vec!["diff", base, "-M", "--raw", "--no-abbrev", "-z"];
     if numstat {
         args.push("--numstat");
     }
@@ -321,6 +321,15 @@ pub fn count_lines(bytes: &[u8]) -> (u64, bool) {
     (newlines + partial, false)
 }
 
+/// What counting found in one untracked file.
+#[derive(Debug, Clone, Copy, Default)]
+struct Count {
+    lines: u64,
+    binary: bool,
+    /// A regular file, read whole: a candidate for rename pairing.
+    regular: bool,
+}
+
 /// Counts the lines of untracked files (blocking). Stops with `Timeout`
 /// once `cancel` is set (the request was dropped) or `deadline` passed.
 fn count_untracked(
@@ -329,7 +338,7 @@ fn count_untracked(
     max_bytes: usize,
     deadline: Instant,
     cancel: &AtomicBool,
-) -> Result<Vec<(u64, bool)>, ReviewError> {
+) -> Result<Vec<Count>, ReviewError> {
     let mut counts = Vec::with_capacity(paths.len());
     for p in paths {
         if cancel.load(Ordering::Relaxed) || Instant::now() >= deadline {
@@ -340,33 +349,93 @@ fn count_untracked(
     Ok(counts)
 }
 
-fn count_one(root: &Path, path: &str, max_bytes: usize) -> (u64, bool) {
+fn count_one(root: &Path, path: &str, max_bytes: usize) -> Count {
+    let none = Count::default();
     if path.ends_with('/') {
-        return (0, false);
+        return none;
     }
     let Ok(meta) = std::fs::symlink_metadata(root.join(path)) else {
-        return (0, false);
+        return none;
     };
     if meta.file_type().is_symlink() {
         // git diffs a symlink as one line: its target.
-        return (1, false);
+        return Count { lines: 1, ..none };
     }
     // Opened without following any symlink, and only if regular.
     let Ok(opened) = confine::walk(root, Path::new(path)) else {
-        return (0, false);
+        return none;
     };
     if !opened.is_regular() {
-        return (0, false);
+        return none;
     }
     if opened.size() > max_bytes as u64 {
         // Not read whole: reported binary, as git reports a file over
         // core.bigFileThreshold.
-        return (0, true);
+        return Count {
+            binary: true,
+            ..none
+        };
     }
     match confine::read_opened(&opened, max_bytes) {
-        Ok(bytes) => count_lines(&bytes),
-        Err(_) => (0, false),
+        Ok(bytes) => {
+            let (lines, binary) = count_lines(&bytes);
+            Count {
+                lines,
+                binary,
+                // Empty files are never paired (nor does git pair them).
+                regular: !bytes.is_empty(),
+            }
+        }
+        Err(_) => none,
     }
+}
+
+/// Most bytes of paths given to one `git hash-object` (well under ARG_MAX);
+/// beyond it, moved files are not paired.
+const MAX_HASHED_PATH_BYTES: usize = 128 << 10;
+
+/// Pairs deleted tracked files with untracked files of the very same
+/// content: a plain `mv` (not `git mv`), which `git status` shows as a
+/// deletion and an untracked file, is reported as the rename it is. The
+/// untracked files are hashed by `git hash-object --no-filters` (no write,
+/// no filter program). Returns (index in `deleted`, index in `untracked`).
+async fn moved(
+    root: &Path,
+    deleted: &[&git::RawEntry],
+    untracked: &[String],
+    counts: &[Count],
+) -> Result<Vec<(usize, usize)>, ReviewError> {
+    let candidates: Vec<usize> = (0..untracked.len())
+        .filter(|&i| counts[i].regular && !untracked[i].contains('\n'))
+        .collect();
+    let bytes: usize = candidates.iter().map(|&i| untracked[i].len() + 1).sum();
+    if deleted.is_empty() || candidates.is_empty() || bytes > MAX_HASHED_PATH_BYTES {
+        return Ok(Vec::new());
+    }
+    let mut args = vec!["hash-object", "--no-filters", "--"];
+    args.extend(candidates.iter().map(|&i| untracked[i].as_str()));
+    let out = git::run(root, &args, LISTING_MAX_BYTES).await?;
+    if !out.ok() {
+        // A file vanished meanwhile: no pairing, nothing wrong.
+        return Ok(Vec::new());
+    }
+    let hashes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut taken = vec![false; untracked.len()];
+    let mut pairs = Vec::new();
+    for (d, entry) in deleted.iter().enumerate() {
+        let found = candidates
+            .iter()
+            .zip(&hashes)
+            .find(|&(&i, h)| !taken[i] && !entry.old_id.is_empty() && *h == entry.old_id);
+        if let Some((&i, _)) = found {
+            taken[i] = true;
+            pairs.push((d, i));
+        }
+    }
+    Ok(pairs)
 }
 
 fn change_status(letter: char) -> &'static str {
@@ -405,28 +474,50 @@ pub async fn changes(tree: &Tree, limits: Limits) -> Result<Changes, ReviewError
         let max = limits.max_bytes;
         blocking(move || count_untracked(&root, &paths, max, deadline, &cancel)).await?
     };
-    let mut files: Vec<FileChange> = tracked
-        .into_iter()
-        .map(|e| FileChange {
-            status: change_status(e.status),
-            insertions: e.counts.map(|c| c.0).unwrap_or(0),
-            deletions: e.counts.map(|c| c.1).unwrap_or(0),
-            binary: e.counts.is_none(),
-            path: e.path,
-            old_path: e.old_path,
-        })
+    let deleted: Vec<&git::RawEntry> = tracked.iter().filter(|e| e.status == 'D').collect();
+    let pairs = moved(root, &deleted, &untracked, &counts).await?;
+    let mut files: Vec<FileChange> = Vec::new();
+    for (d, u) in &pairs {
+        files.push(FileChange {
+            path: untracked[*u].clone(),
+            status: "renamed",
+            old_path: Some(deleted[*d].path.clone()),
+            insertions: 0,
+            deletions: 0,
+            binary: counts[*u].binary,
+        });
+    }
+    let moved_from: Vec<&str> = pairs
+        .iter()
+        .map(|(d, _)| deleted[*d].path.as_str())
         .collect();
+    let moved_to: Vec<usize> = pairs.iter().map(|(_, u)| *u).collect();
+    files.extend(
+        tracked
+            .iter()
+            .filter(|e| !(e.status == 'D' && moved_from.contains(&e.path.as_str())))
+            .map(|e| FileChange {
+                status: change_status(e.status),
+                insertions: e.counts.map(|c| c.0).unwrap_or(0),
+                deletions: e.counts.map(|c| c.1).unwrap_or(0),
+                binary: e.counts.is_none(),
+                path: e.path.clone(),
+                old_path: e.old_path.clone(),
+            }),
+    );
     files.extend(
         untracked
-            .into_iter()
-            .zip(counts)
-            .map(|(path, (lines, binary))| FileChange {
-                path,
+            .iter()
+            .zip(&counts)
+            .enumerate()
+            .filter(|(i, _)| !moved_to.contains(i))
+            .map(|(_, (path, c))| FileChange {
+                path: path.clone(),
                 status: "untracked",
                 old_path: None,
-                insertions: lines,
+                insertions: c.lines,
                 deletions: 0,
-                binary,
+                binary: c.binary,
             }),
     );
     files.sort_by(|a, b| a.path.cmp(&b.path));
