@@ -311,9 +311,13 @@ async fn diff_answers_every_listed_path() {
     assert!(t.contains("deleted file mode 100644"), "{t}");
     assert!(t.contains("-line 40"), "{t}");
 
-    // A plain `mv`: the new path against nothing, the old one deleted.
+    // A plain `mv`: the rename for the new path, the old one deleted.
     let t = diff(&d, &id, "plain/after.txt").await.text();
-    assert!(t.contains("+moved with a plain mv"), "{t}");
+    assert_eq!(
+        t,
+        "diff --git a/plain/before.txt b/plain/after.txt\nsimilarity index 100%\n\
+         rename from plain/before.txt\nrename to plain/after.txt\n"
+    );
     let t = diff(&d, &id, "plain/before.txt").await.text();
     assert!(
         t.contains("deleted file mode") && t.contains("-moved with a plain mv"),

@@ -670,6 +670,28 @@ pub async fn diff(tree: &Tree, path: &str, limits: Limits) -> Result<Vec<u8>, Re
             return Err(failed("ls-files", &listed));
         }
         if listed.stdout.is_empty() {
+            // Untracked: a plain `mv` of a deleted file when the content is
+            // the same (as `/changes` pairs them), else a new file.
+            let deleted: Vec<&git::RawEntry> = entries
+                .iter()
+                .filter(|e| e.status == 'D' && !e.old_id.is_empty())
+                .collect();
+            if !deleted.is_empty() && o.is_regular() && o.size() > 0 {
+                let out = git::run(
+                    root,
+                    &["hash-object", "--no-filters", "--", &path],
+                    LINE_MAX_BYTES,
+                )
+                .await?;
+                let id = out.line();
+                if let Some(from) = deleted.iter().find(|e| out.ok() && e.old_id == id) {
+                    let old = &from.path;
+                    return Ok(format!(
+                        "diff --git a/{old} b/{path}\nsimilarity index 100%\nrename from {old}\nrename to {path}\n"
+                    )
+                    .into_bytes());
+                }
+            }
             return untracked_diff(o).await;
         }
         // Tracked and unchanged: an empty diff.
