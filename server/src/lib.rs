@@ -19,6 +19,7 @@
 //! - `util`: the clock, atomic private files, the start-up environment;
 //! - [`auth`]: the optional token (PROTOCOL.md 12.5);
 //! - [`client`]: the client side of the protocol (the terminal client);
+//! - `review`: the read-only view of a session's working tree (git);
 //! - [`cli`]: the command line.
 //!
 //! Only what the test and bench programs use is public.
@@ -33,6 +34,7 @@ pub(crate) mod instances;
 pub(crate) mod ops;
 pub(crate) mod process;
 pub(crate) mod push;
+pub(crate) mod review;
 pub(crate) mod session;
 pub(crate) mod transcript;
 pub(crate) mod util;

@@ -116,7 +116,19 @@ impl Daemon {
 
     /// Starts the daemon with extra `serve` flags.
     pub async fn start_args(env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        Daemon::start_in(None, env, args).await
+    }
+
+    /// Starts the daemon in directory `dir` (else the tests' own cwd).
+    pub async fn start_in(
+        dir: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Daemon {
         let mut cmd = base_command(env);
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -15,4 +15,5 @@ mod push;
 mod reconnect;
 mod reload;
 mod rest;
+mod review;
 mod websocket;

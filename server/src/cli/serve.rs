@@ -326,7 +326,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
 /// What every `amarre.hello` lists beyond the session's own capabilities
 /// (PROTOCOL.md 12).
 fn daemon_capabilities(config: &crate::config::Config) -> Vec<&'static str> {
-    let mut caps = Vec::new();
+    let mut caps = vec!["review"];
     if config.auth == crate::auth::AuthMode::Token {
         caps.push("auth");
     }

@@ -60,6 +60,9 @@ pub struct Limits {
     pub reload_watch: bool,
     /// Quiet time after the last change of a file before it is reloaded.
     pub reload_debounce: Duration,
+    /// The review routes (section 12.4): largest file served, and time limit.
+    pub review_max_bytes: usize,
+    pub review_timeout: Duration,
 }
 
 /// The defaults declared in [`settings::SETTINGS`].
@@ -150,6 +153,8 @@ impl Default for Config {
                 replay_bytes: 0,
                 reload_watch: false,
                 reload_debounce: Duration::ZERO,
+                review_max_bytes: 0,
+                review_timeout: Duration::ZERO,
             },
             push: PushConfig {
                 tokens_path: None,
@@ -805,8 +810,17 @@ args = ["--verbose"]
     #[test]
     fn every_known_key_is_accepted_and_printed_back() {
         let mut doc = String::new();
+        // Top-level keys come first, before any section.
+        for key in file::KNOWN_KEYS.iter().filter(|k| !k.contains('.')) {
+            let value = match *key {
+                "auth" => "\"token\"",
+                _ => "\"/tmp/x\"",
+            };
+            doc.push_str(&format!("{key} = {value}\n"));
+        }
         let mut sections: Vec<&str> = file::KNOWN_KEYS
             .iter()
+            .filter(|k| k.contains('.'))
             .map(|k| k.split('.').next().unwrap())
             .collect();
         sections.dedup();

@@ -552,6 +552,26 @@ pub static SETTINGS: &[Setting] = &[
         set: |c, v| c.limits.reload_debounce = ms(&v),
     },
     Setting {
+        key: Some("limits.review_max_bytes"),
+        env: &["AMARRE_REVIEW_MAX_BYTES"],
+        flag: None,
+        kind: BYTES,
+        default: Some("1048576"),
+        doc: "Largest file or diff the review routes serve (413 beyond it; docs/review.md).",
+        get: |c| Value::Num(c.limits.review_max_bytes as u64),
+        set: |c, v| c.limits.review_max_bytes = v.num() as usize,
+    },
+    Setting {
+        key: Some("limits.review_timeout_ms"),
+        env: &["AMARRE_REVIEW_TIMEOUT_MS"],
+        flag: None,
+        kind: MS_FROM_1,
+        default: Some("5000"),
+        doc: "Time limit of a review request (504 beyond it; its git processes are killed).",
+        get: |c| ms_of(c.limits.review_timeout),
+        set: |c, v| c.limits.review_timeout = ms(&v),
+    },
+    Setting {
         key: Some("push.tokens_path"),
         env: &["AMARRE_PUSH_TOKENS_PATH"],
         flag: None,
@@ -815,7 +835,7 @@ pub(crate) fn to_toml_sections(cfg: &Config) -> toml::Table {
     use toml::Value as T;
     let mut root = toml::Table::new();
     for s in SETTINGS {
-        let Some((section, name)) = s.key.and_then(|k| k.split_once('.')) else {
+        let Some(key) = s.key else {
             continue;
         };
         let value = match (s.get)(cfg) {
@@ -824,6 +844,11 @@ pub(crate) fn to_toml_sections(cfg: &Config) -> toml::Table {
             Value::Text(t) => T::String(t),
             Value::List(l) => T::Array(l.into_iter().map(T::String).collect()),
             Value::Unset => continue,
+        };
+        let Some((section, name)) = key.split_once('.') else {
+            // A top-level key (`auth`).
+            root.insert(key.to_owned(), value);
+            continue;
         };
         if let T::Table(t) = root
             .entry(section)

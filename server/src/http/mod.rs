@@ -5,6 +5,7 @@
 
 pub mod guard;
 mod rest;
+mod review;
 mod ws;
 
 use std::sync::Arc;
@@ -71,6 +72,9 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
             get(rest::get_session).delete(rest::delete_session),
         )
         .route("/sessions/{id}/restart", post(rest::restart_session))
+        .route("/sessions/{id}/changes", get(review::changes))
+        .route("/sessions/{id}/diff", get(review::diff))
+        .route("/sessions/{id}/file", get(review::file))
         .route(
             "/push/tokens",
             get(rest::push_list).post(rest::push_register),
