@@ -17,6 +17,7 @@ mod logstream;
 pub mod policy;
 pub mod transcript;
 pub mod types;
+mod versions;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
 use wasmtime::{Engine, Store};
 
-use bindings::{AdapterPre, HostState, wit};
+use bindings::{HostState, wit};
 pub use types::*;
+use versions::{Exports, Pre};
 
 /// Budgets applied to every adapter instance.
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +99,7 @@ struct HostInner {
     limits: AdapterLimits,
     /// Pre-instantiated components by content hash: a component is compiled
     /// once per process whatever loads it.
-    compiled: Mutex<HashMap<String, AdapterPre<HostState>>>,
+    compiled: Mutex<HashMap<String, Pre>>,
     /// Compiled components on disk, across restarts.
     disk: Option<cache::DiskCache>,
     compilations: AtomicU64,
@@ -126,6 +128,8 @@ impl AdapterHost {
             .map_err(|e| anyhow::anyhow!("failed to link WASI: {e}"))?;
         bindings::Adapter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("failed to link the host interface: {e}"))?;
+        versions::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("failed to link the 0.2.0 host interface: {e}"))?;
         // A tenth of the budget per tick keeps the overrun small; never
         // tick faster than every millisecond nor slower than every 10 ms.
         let tick =
@@ -251,7 +255,7 @@ impl AdapterHost {
         }))
     }
 
-    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, AdapterPre<HostState>>> {
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pre>> {
         self.inner
             .compiled
             .lock()
@@ -266,7 +270,7 @@ impl AdapterHost {
         bytes: &[u8],
         hash: &str,
         source: &AdapterSource,
-    ) -> Result<(AdapterPre<HostState>, bool), LoadError> {
+    ) -> Result<(Pre, bool), LoadError> {
         let engine = &self.inner.engine;
         let cached = match &self.inner.disk {
             Some(disk) => match disk.load(engine, hash) {
@@ -298,21 +302,22 @@ impl AdapterHost {
                 c
             }
         };
-        check_wit_version(engine, &component).map_err(|m| LoadError(format!("{source}: {m}")))?;
+        let version = check_wit_version(engine, &component)
+            .map_err(|m| LoadError(format!("{source}: {m}")))?;
         let pre = self
             .inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError(format!("{source} cannot be linked: {e:#}")))?;
-        AdapterPre::new(pre)
+        Pre::new(version, pre)
             .map(|pre| (pre, fresh))
             .map_err(|e| LoadError(format!("{source} is not an amarre adapter: {e:#}")))
     }
 }
 
 /// Refuses components built against an `amarre:adapter` version this host
-/// has no bindings for, with a message that says which.
-fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), String> {
+/// has no bindings for, with a message that says which; returns the version.
+fn check_wit_version(engine: &Engine, component: &Component) -> Result<&'static str, String> {
     let ty = component.component_type();
     let names: Vec<String> = ty
         .exports(engine)
@@ -332,15 +337,29 @@ fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), Strin
                 .join(", ")
         ));
     }
+    let mut found: Option<&'static str> = None;
     for name in ours {
         let version = name.rsplit_once('@').map(|(_, v)| v).unwrap_or("none");
-        if version != WIT_VERSION {
+        let Some(known) = WIT_VERSIONS.iter().copied().find(|v| *v == version) else {
             return Err(format!(
-                "built against WIT package amarre:adapter@{version} (`{name}`); this host has bindings for amarre:adapter@{WIT_VERSION} only"
+                "built against WIT package amarre:adapter@{version} (`{name}`); this host has bindings for {} only",
+                WIT_VERSIONS
+                    .iter()
+                    .map(|v| format!("amarre:adapter@{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             ));
+        };
+        match found {
+            Some(other) if other != known => {
+                return Err(format!(
+                    "mixes WIT packages amarre:adapter@{other} and amarre:adapter@{known} (`{name}`)"
+                ));
+            }
+            _ => found = Some(known),
         }
     }
-    Ok(())
+    Ok(found.unwrap_or(WIT_VERSION))
 }
 
 fn validate_info(info: &AdapterInfo) -> Result<(), String> {
@@ -378,7 +397,7 @@ pub struct Adapter {
     pub loaded_at_ms: u64,
     /// Whether this load ran Cranelift (false: a cache had it).
     pub compiled: bool,
-    pre: AdapterPre<HostState>,
+    pre: Pre,
     host: Arc<HostInner>,
 }
 
@@ -417,7 +436,7 @@ impl Adapter {
 /// created, the session's translator resource.
 pub struct AdapterInstance {
     store: Store<HostState>,
-    exports: bindings::Adapter,
+    exports: Exports,
     session: Option<ResourceAny>,
     poisoned: Option<String>,
     host: Arc<HostInner>,
@@ -427,7 +446,7 @@ pub struct AdapterInstance {
 impl AdapterInstance {
     async fn new(
         host: Arc<HostInner>,
-        pre: &AdapterPre<HostState>,
+        pre: &Pre,
         label: Arc<str>,
     ) -> Result<AdapterInstance, CallError> {
         let mut store = Store::new(
@@ -440,7 +459,7 @@ impl AdapterInstance {
         store.set_epoch_deadline(budget_ticks);
         let exports = {
             let _in_flight = host.ticker.enter();
-            pre.instantiate_async(&mut store).await
+            pre.instantiate(&mut store).await
         };
         let exports = exports.map_err(|e| CallError::Trap {
             adapter: label.to_string(),
@@ -514,10 +533,10 @@ impl AdapterInstance {
         })
     }
 
-    fn adapter_error(&self, error: wit::AdapterError) -> CallError {
+    fn adapter_error(&self, error: AdapterError) -> CallError {
         CallError::Adapter {
             adapter: self.label(),
-            error: error.into(),
+            error,
         }
     }
 
@@ -533,21 +552,20 @@ impl AdapterInstance {
         self.begin()?;
         let result = {
             let _in_flight = self.host.ticker.enter();
-            self.exports.call_info(&mut self.store).await
+            self.exports.info(&mut self.store).await
         };
-        self.end(result).map(Into::into)
+        self.end(result)
     }
 
     /// Calls `spawn`.
     pub async fn spawn(&mut self, request: &SpawnRequest) -> Result<SpawnSpec, CallError> {
         self.begin()?;
-        let request = wit::SpawnRequest::from(request);
         let result = {
             let _in_flight = self.host.ticker.enter();
-            self.exports.call_spawn(&mut self.store, &request).await
+            self.exports.spawn(&mut self.store, request).await
         };
         match self.end(result)? {
-            Ok(spec) => Ok(spec.into()),
+            Ok(spec) => Ok(spec),
             Err(e) => Err(self.adapter_error(e)),
         }
     }
@@ -559,14 +577,9 @@ impl AdapterInstance {
         saved: Option<&str>,
     ) -> Result<(), CallError> {
         self.begin()?;
-        let request = wit::SpawnRequest::from(request);
         let result = {
             let _in_flight = self.host.ticker.enter();
-            self.exports
-                .amarre_adapter_translator()
-                .session()
-                .call_create(&mut self.store, &request, saved)
-                .await
+            self.exports.create(&mut self.store, request, saved).await
         };
         match self.end(result)? {
             Ok(session) => {
@@ -584,13 +597,11 @@ impl AdapterInstance {
         let result = {
             let _in_flight = self.host.ticker.enter();
             self.exports
-                .amarre_adapter_translator()
-                .session()
-                .call_from_client(&mut self.store, session, record)
+                .from_client(&mut self.store, session, record)
                 .await
         };
         match self.end(result)? {
-            Ok(emits) => Ok(emits.into_iter().map(Into::into).collect()),
+            Ok(emits) => Ok(emits),
             Err(e) => Err(self.adapter_error(e)),
         }
     }
@@ -602,13 +613,11 @@ impl AdapterInstance {
         let result = {
             let _in_flight = self.host.ticker.enter();
             self.exports
-                .amarre_adapter_translator()
-                .session()
-                .call_from_agent(&mut self.store, session, line)
+                .from_agent(&mut self.store, session, line)
                 .await
         };
         match self.end(result)? {
-            Ok(emits) => Ok(emits.into_iter().map(Into::into).collect()),
+            Ok(emits) => Ok(emits),
             Err(e) => Err(self.adapter_error(e)),
         }
     }
@@ -624,13 +633,10 @@ impl AdapterInstance {
         let result = {
             let _in_flight = self.host.ticker.enter();
             self.exports
-                .amarre_adapter_translator()
-                .session()
-                .call_on_exit(&mut self.store, session, code, signal)
+                .on_exit(&mut self.store, session, code, signal)
                 .await
         };
         self.end(result)
-            .map(|emits| emits.into_iter().map(Into::into).collect())
     }
 
     /// Asks the translator for hand-over state.
@@ -639,13 +645,24 @@ impl AdapterInstance {
         let session = self.session()?;
         let result = {
             let _in_flight = self.host.ticker.enter();
-            self.exports
-                .amarre_adapter_translator()
-                .session()
-                .call_save(&mut self.store, session)
-                .await
+            self.exports.save(&mut self.store, session).await
         };
         self.end(result)
+    }
+
+    /// Calls the translator's `handshake` (WIT 0.2.0; nothing for 0.1.0
+    /// components): records to deliver before any other.
+    pub async fn handshake(&mut self) -> Result<Vec<Emit>, CallError> {
+        self.begin()?;
+        let session = self.session()?;
+        let result = {
+            let _in_flight = self.host.ticker.enter();
+            self.exports.handshake(&mut self.store, session).await
+        };
+        match self.end(result)? {
+            Ok(emits) => Ok(emits),
+            Err(e) => Err(self.adapter_error(e)),
+        }
     }
 }
 
@@ -728,6 +745,7 @@ impl From<wit::SpawnSpec> for SpawnSpec {
                 .collect(),
             passthrough_from_client: s.passthrough_from_client,
             passthrough_from_agent: s.passthrough_from_agent,
+            resume_token: None,
         }
     }
 }

@@ -93,6 +93,9 @@ struct State {
     exited: bool,
     exit_code: Option<i32>,
     signal: Option<String>,
+    /// The latest resume token the adapter reported (WIT 0.2.0), handed to
+    /// the next spawn of this session.
+    resume_token: Option<String>,
 }
 
 /// A record from a client, already checked to be JSON.
@@ -201,6 +204,15 @@ impl SessionHandle {
     /// The session's status now.
     pub fn status(&self) -> Status {
         self.lock().status
+    }
+
+    /// The latest resume token the adapter reported for this session.
+    pub fn resume_token(&self) -> Option<String> {
+        self.lock().resume_token.clone()
+    }
+
+    fn set_resume_token(&self, token: String) {
+        self.lock().resume_token = Some(token);
     }
 
     /// The REST summary.
@@ -394,7 +406,7 @@ impl Sessions {
             daemon_env: &self.rt.daemon_env,
             files_root: &self.rt.files_root,
         };
-        let started = spawn::start(&ctx, instance.adapter(), &instance.config, &id, &options)
+        let started = spawn::start(&ctx, instance.adapter(), &instance.config, &id, &options, None)
             .await
             .map_err(|e| {
                 tracing::warn!(instance = %instance.config.id, reason = e.reason, detail = %e.detail, "failed to spawn an agent");
@@ -417,6 +429,7 @@ impl Sessions {
                 exited: false,
                 exit_code: None,
                 signal: None,
+                resume_token: None,
             }),
             clients: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),

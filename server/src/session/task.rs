@@ -70,6 +70,9 @@ struct Run {
     through_from_agent: bool,
     pgid: u32,
     files_dir: Option<PathBuf>,
+    /// The translator's `handshake` is still to be called (before any
+    /// record of this run).
+    handshake_due: bool,
 }
 
 /// An awaiting-input push waiting for its grace period.
@@ -204,7 +207,11 @@ impl SessionTask {
             .adapter
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(started.adapter.clone());
+        if let Some(token) = started.resume_token.take() {
+            self.handle.set_resume_token(token);
+        }
         self.run = Some(Run {
+            handshake_due: started.translator.is_some(),
             generation: instance.generation(),
             instance,
             request: started.request,
@@ -221,6 +228,9 @@ impl SessionTask {
     async fn main(mut self) {
         let stdin_limit = self.rt.config.limits.stdin_queue_records;
         loop {
+            if self.run.as_ref().is_some_and(|r| r.handshake_due) {
+                self.handshake().await;
+            }
             let taking_input =
                 self.run.is_some() && self.stdin.is_some() && self.stdin_records < stdin_limit;
             let writing = self.stdin.is_some() && !self.stdin_buf.is_empty();
@@ -298,6 +308,10 @@ impl SessionTask {
             }
             Control::Delete { reply } => {
                 self.stop(Status::Stopped, 1000, "session deleted").await;
+                let state = spawn::state_dir(&self.rt.files_root, &self.handle.id);
+                if state.exists() {
+                    let _ = std::fs::remove_dir_all(state);
+                }
                 let _ = reply.send(());
                 return ControlFlow::Break(());
             }
@@ -418,7 +432,8 @@ impl SessionTask {
             daemon_env: &self.rt.daemon_env,
             files_root: &self.rt.files_root,
         };
-        let started = spawn::start(&ctx, instance.adapter(), &instance.config, &self.handle.id, &self.handle.options)
+        let resume = self.handle.resume_token();
+        let started = spawn::start(&ctx, instance.adapter(), &instance.config, &self.handle.id, &self.handle.options, resume)
             .await
             .map_err(|e| {
                 tracing::warn!(session = %self.handle.id, reason = e.reason, detail = %e.detail, "failed to restart the agent");
@@ -563,7 +578,33 @@ impl SessionTask {
             match e {
                 Emit::ToClient(text) => self.publish(Utf8Bytes::from(text)),
                 Emit::ToAgent(text) => self.queue_to_agent(Bytes::from(text)),
+                Emit::ResumeToken(token) => self.handle.set_resume_token(token),
             }
+        }
+    }
+
+    /// Calls the translator's `handshake` once per run, before any record
+    /// (WIT 0.2.0), and delivers what it returns. An adapter error reaches
+    /// clients as an `extension_error`; a trap ends the session.
+    async fn handshake(&mut self) {
+        let Some(run) = self.run.as_mut() else { return };
+        run.handshake_due = false;
+        let Some(translator) = run.translator.as_mut() else {
+            return;
+        };
+        match translator.handshake().await {
+            Ok(emits) => self.emit(emits),
+            Err(e) if !e.is_trap() => {
+                tracing::warn!(session = %self.handle.id, error = %e, "the adapter's handshake failed");
+                let record = serde_json::json!({
+                    "type": "extension_error",
+                    "extensionPath": e.adapter(),
+                    "event": "handshake",
+                    "error": e.detail(),
+                });
+                self.publish(Utf8Bytes::from(record.to_string()));
+            }
+            Err(e) => self.adapter_failed(e).await,
         }
     }
 
