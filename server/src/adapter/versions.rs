@@ -105,6 +105,8 @@ fn lift<T, U, E: Into<AdapterError>>(
     r.map(|inner| inner.map(f).map_err(Into::into))
 }
 
+// The method names mirror the WIT (`from-client`, `from-agent`).
+#[allow(clippy::wrong_self_convention)]
 impl Exports {
     pub(super) async fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<AdapterInfo> {
         match self {
