@@ -653,6 +653,9 @@ impl AdapterInstance {
     /// Calls the translator's `handshake` (WIT 0.2.0; nothing for 0.1.0
     /// components): records to deliver before any other.
     pub async fn handshake(&mut self) -> Result<Vec<Emit>, CallError> {
+        if !self.exports.has_handshake() {
+            return Ok(Vec::new());
+        }
         self.begin()?;
         let session = self.session()?;
         let result = {

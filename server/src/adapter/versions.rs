@@ -108,6 +108,11 @@ fn lift<T, U, E: Into<AdapterError>>(
 // The method names mirror the WIT (`from-client`, `from-agent`).
 #[allow(clippy::wrong_self_convention)]
 impl Exports {
+    /// Whether the component's WIT version has `handshake` (0.2.0).
+    pub(super) fn has_handshake(&self) -> bool {
+        matches!(self, Exports::V2(_))
+    }
+
     pub(super) async fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<AdapterInfo> {
         match self {
             Exports::V1(e) => e.call_info(store).await.map(Into::into),
