@@ -14,3 +14,4 @@ mod reconnect;
 mod reload;
 mod rest;
 mod websocket;
+mod wit_v2;
