@@ -48,6 +48,9 @@ function agentCommand() {
     return { cmd: bin("claude-agent-acp"), args: [], env: { ...env, IS_SANDBOX: "1" } };
   }
   if (agentName === "qwen") {
+    // todo_write (the source of ACP `plan` updates) is off by default.
+    mkdirSync(join(home, ".qwen"), { recursive: true });
+    writeFileSync(join(home, ".qwen/settings.json"), JSON.stringify({ tools: { todoWrite: { enabled: true } } }));
     return {
       cmd: bin("qwen"),
       args: ["--acp", "--auth-type", "openai", "--openai-base-url", `${llmUrl}/v1`,
@@ -207,7 +210,6 @@ async function run() {
     }
     case "tool-diff": {
       const sid = await handshake();
-      writeFileSync(join(cwd, "notes.txt"), "old line\n");
       await prompt(sid, `WRITE: ${join(cwd, "notes.txt")} :: new line from the model`);
       break;
     }
