@@ -228,7 +228,9 @@ async function run() {
     }
     case "abort": {
       const sid = await handshake();
-      const answer = request("session/prompt", { sessionId: sid, prompt: text("RUN: sleep 30") });
+      // Claude runs a bare `sleep` without asking; a write makes it ask.
+      const command = agentName === "claude" ? "touch started.txt && sleep 30" : "sleep 30";
+      const answer = request("session/prompt", { sessionId: sid, prompt: text(`RUN: ${command}`) });
       // Once the tool runs (its permission answered), give it a moment, then cancel.
       await until("the permission request", (m) => m.method === "session/request_permission");
       await new Promise((r) => setTimeout(r, 3000));
@@ -250,7 +252,16 @@ async function run() {
       break;
     }
     case "plan": {
+      // Claude's plan updates come from TodoWrite (the fake's `TODO:`).
       const sid = await handshake();
+      await prompt(sid, `${agentName === "claude" ? "TODO" : "PLAN"}: 1. read the code 2. write the test`);
+      break;
+    }
+    case "plan-mode": {
+      // In plan mode Claude proposes its plan with ExitPlanMode, asking permission.
+      permissionPolicy = "deny";
+      const sid = await handshake();
+      await response("session/set_mode", request("session/set_mode", { sessionId: sid, modeId: "plan" }));
       await prompt(sid, "PLAN: 1. read the code 2. write the test");
       break;
     }
