@@ -8,7 +8,7 @@
 //   node record-acp.mjs <agent> <scenario> <fake LLM url> <out.jsonl>
 //
 // agents: qwen, codex, claude. Scenarios: handshake, text, tool-diff, allow,
-// deny, abort, abort-pending, plan, error, handshake-bad-version,
+// deny, abort, abort-next (abort, then one more prompt), abort-pending, plan, error, handshake-bad-version,
 // handshake-bad-cwd, handshake-missing-cwd, handshake-no-auth. Agent
 // requests other than session/request_permission get the JSON-RPC error
 // -32601 (that is how qwen's craft/drainMidTurnQueue shows up).
@@ -226,7 +226,8 @@ async function run() {
       if (existsSync(join(cwd, "denied.txt"))) throw new Error("denied.txt was created");
       break;
     }
-    case "abort": {
+    case "abort":
+    case "abort-next": {
       const sid = await handshake();
       // Claude runs a bare `sleep` without asking; a write makes it ask.
       const command = agentName === "claude" ? "touch started.txt && sleep 30" : "sleep 30";
@@ -238,6 +239,10 @@ async function run() {
       const started = Date.now();
       const r = await response("the cancelled prompt's answer", answer, 30000);
       console.error(`cancelled after ${Date.now() - started} ms: ${JSON.stringify(r.result ?? r.error)}`);
+      if (scenario === "abort-next") {
+        await prompt(sid, "after the abort");
+        await prompt(sid, "and once more");
+      }
       break;
     }
     case "abort-pending": {

@@ -345,11 +345,26 @@ async fn abort_interrupts_a_long_tool(agent: Agent) {
     ws.send_json(json!({"type": "prompt", "id": "p2", "message": "after the abort"}))
         .await;
     let seen = ws.until_agent_end("agent_end after the abort").await;
-    assert_eq!(
-        reply_of(agent, &seen),
-        "You said: after the abort",
-        "{seen:?}"
-    );
+    if agent == Agent::Claude && text_of(&seen).is_empty() {
+        // claude-agent-acp 0.23.1 answers the first prompt after a cancel at
+        // once, empty, and delivers its reply in the next turn
+        // (tests/agents/recordings/claude-abort-next.jsonl): the session
+        // still works, one turn late.
+        ws.send_json(json!({"type": "prompt", "id": "p3", "message": "and once more"}))
+            .await;
+        let next = ws.until_agent_end("the turn after the empty one").await;
+        assert_eq!(
+            text_of(&next),
+            "You said: after the abortYou said: and once more",
+            "{next:?}"
+        );
+    } else {
+        assert_eq!(
+            reply_of(agent, &seen),
+            "You said: after the abort",
+            "{seen:?}"
+        );
+    }
 }
 
 async fn a_follow_up_is_delivered_after_the_turn(agent: Agent) {
