@@ -25,6 +25,24 @@ struct AcpSetup {
     daemon: Daemon,
     work: TempDir,
     _home: TempDir,
+    /// The sessions made, with their agent's process group.
+    sessions: std::sync::Mutex<Vec<(String, u32)>>,
+}
+
+impl Drop for AcpSetup {
+    /// The daemon is killed when dropped, which leaves its agents to exit
+    /// on stdin EOF; codex-acp's native process does not, so the agents'
+    /// process groups are killed first.
+    fn drop(&mut self) {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, pgid) in sessions.iter() {
+            // SAFETY: signalling the process group of an agent this test's
+            // daemon started.
+            unsafe {
+                libc::kill(-(*pgid as i32), libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// The instance that runs `agent` offline against `llm`, its scratch home
@@ -105,13 +123,20 @@ async fn acp_daemon(agent: Agent) -> AcpSetup {
         daemon,
         work: TempDir::new("acp-work"),
         _home: home,
+        sessions: std::sync::Mutex::new(Vec::new()),
     }
 }
 
 async fn acp_session(setup: &AcpSetup) -> Ws {
     let s = setup.daemon.create(json!({"cwd": setup.work.path()})).await;
     assert_eq!(s["agent"], "acp", "{s}");
-    setup.daemon.ws(s["id"].as_str().unwrap(), "").await
+    let id = s["id"].as_str().unwrap().to_owned();
+    let (_, summary) = setup.daemon.get(&format!("/sessions/{id}")).await;
+    let pid = summary["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the session's pid: {summary}")) as u32;
+    setup.sessions.lock().unwrap().push((id.clone(), pid));
+    setup.daemon.ws(&id, "").await
 }
 
 fn is(v: &Value, ty: &str) -> bool {
@@ -233,6 +258,13 @@ async fn streams_text_and_answers_get_state(agent: Agent) {
     if setup.agent == Agent::Qwen {
         assert_eq!(data["permissionMode"], "default", "{state}");
     }
+
+    // Deleting the session stops the whole agent (codex-acp's native
+    // process too: the daemon signals the process group).
+    let (id, pgid) = setup.sessions.lock().unwrap()[0].clone();
+    let (status, _) = setup.daemon.delete(&format!("/sessions/{id}")).await;
+    assert!((200..300).contains(&status), "delete: {status}");
+    eventually("the agent's process group is gone", || !group_alive(pgid)).await;
 }
 
 async fn an_allowed_tool_runs(agent: Agent) {
