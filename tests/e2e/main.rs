@@ -2,6 +2,7 @@
 //! real HTTP and WebSockets, with the project's fake agent and real adapter
 //! components. One binary, so wasmtime is linked once.
 
+mod acp;
 mod claude;
 mod deploy;
 mod harness;
