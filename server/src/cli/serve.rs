@@ -229,6 +229,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             .clone()
             .map(|p| Arc::new(PushNotifier(p)) as Arc<dyn Notifier>),
         metrics: metrics.clone(),
+        capabilities: daemon_capabilities(&config),
     });
     instances.watch();
     instances.spawn_sighup(config.clone(), env.clone(), overrides);
@@ -302,4 +303,14 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             EXIT_FAILURE
         }
     }
+}
+
+/// The daemon-wide capabilities `amarre.hello` reports (PROTOCOL.md
+/// section 12): `acp` when the acp adapter is built in.
+pub(crate) fn daemon_capabilities(_config: &Config) -> Vec<&'static str> {
+    let mut caps = Vec::new();
+    if crate::adapter::builtin::bytes("acp").is_some() {
+        caps.push("acp");
+    }
+    caps
 }

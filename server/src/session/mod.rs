@@ -86,6 +86,10 @@ pub(crate) struct Deps {
     pub(crate) files_root: PathBuf,
     pub(crate) notifier: Option<Arc<dyn Notifier>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// What this daemon offers every session, for `amarre.hello` (after
+    /// `seq`, `replay`, `pending-questions`, before the adapter's):
+    /// `cli/serve.rs`'s `daemon_capabilities`.
+    pub(crate) capabilities: Vec<&'static str>,
 }
 
 impl Deps {

@@ -294,6 +294,7 @@ impl SessionTask {
     fn hello(&self) -> serde_json::Value {
         let adapter = self.run.as_ref().map(|r| &r.adapter.info);
         let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions"];
+        caps.extend(self.deps.capabilities.iter().copied());
         if let Some(info) = adapter {
             caps.extend(info.capabilities.iter().map(|c| c.as_str()));
         }
