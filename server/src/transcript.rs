@@ -54,6 +54,9 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// The `work-dir` of a spawn step without `workDir` or `cwd`.
+const DEFAULT_WORK_DIR: &str = "/work";
+
 /// What an input step produced: records, or an error.
 type Produced = Result<Vec<Emit>, CallError>;
 
@@ -65,6 +68,8 @@ struct Runner<'a> {
     /// The last input's output not yet matched by expectations.
     pending: Option<(usize, Produced)>,
     spec: Option<SpawnSpec>,
+    /// The line of a `spawn` step whose spawn failed (its error is pending).
+    failed_spawn: Option<usize>,
 }
 
 /// Runs every `*.jsonl` file of `dir`, sorted by name.
@@ -104,6 +109,7 @@ pub async fn run(adapter: &Adapter, name: &str, text: &str) -> Report {
         },
         pending: None,
         spec: None,
+        failed_spawn: None,
     };
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -144,6 +150,9 @@ impl Runner<'_> {
             Some((line, Ok(rest))) if !rest.is_empty() => {
                 let extra: Vec<String> = rest.iter().map(describe).collect();
                 self.diff(line, format!("unexpected output: {}", extra.join(", ")));
+            }
+            Some((line, Err(e))) if self.failed_spawn == Some(line) => {
+                self.diff(line, format!("spawn failed: {e}"))
             }
             Some((line, Err(e))) => self.diff(line, format!("unexpected error: {e}")),
             _ => {}
@@ -202,7 +211,7 @@ impl Runner<'_> {
                 let out = inst.on_exit(code, signal.as_deref()).await;
                 self.pending = Some((line, out));
             }
-            "to_agent" | "to_client" | "to_agent_raw" | "to_client_raw" => {
+            "to_agent" | "to_client" | "to_agent_raw" | "to_client_raw" | "resume_token" => {
                 self.expect_emit(line, key, value)
             }
             "error" => self.expect_error(line, &value),
@@ -262,19 +271,36 @@ impl Runner<'_> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            work_dir: s("workDir")
+                .or_else(|| s("cwd"))
+                .unwrap_or_else(|| DEFAULT_WORK_DIR.into()),
+            resume_token: s("resumeToken"),
         };
         let mut inst = match self.adapter.instantiate().await {
             Ok(i) => i,
             Err(e) => return self.diff(line, format!("instantiate failed: {e}")),
         };
         inst.make_deterministic();
-        match inst.spawn(&request).await {
-            Ok(spec) => self.spec = Some(spec),
-            Err(e) => return self.diff(line, format!("spawn failed: {e}")),
-        }
+        let spec = match inst.spawn(&request).await {
+            Ok(spec) => spec,
+            // An `error` step may expect it; otherwise it is a difference.
+            Err(e) => {
+                self.spec = None;
+                self.failed_spawn = Some(line);
+                self.pending = Some((line, Err(e)));
+                return;
+            }
+        };
         if let Err(e) = inst.create_session(&request, None).await {
             return self.diff(line, format!("session create failed: {e}"));
         }
+        // Like the host: the handshake comes first, its records are the
+        // spawn step's output (none for pass-through and 0.1.0 adapters).
+        if !spec.passthrough_both() {
+            let out = inst.handshake().await;
+            self.pending = Some((line, out));
+        }
+        self.spec = Some(spec);
         self.instance = Some(inst);
     }
 
@@ -306,6 +332,7 @@ impl Runner<'_> {
             "passthroughFromClient": spec.passthrough_from_client,
             "passthroughFromAgent": spec.passthrough_from_agent,
             "files": files,
+            "resumeToken": spec.resume_token,
         });
         let Some(fields) = expected.as_object() else {
             return self.diff(line, "expect_spawn takes an object".into());
@@ -365,16 +392,17 @@ impl Runner<'_> {
             return;
         }
         let first = emits.remove(0);
-        let (to_agent, text) = match &first {
-            Emit::ToAgent(t) => (true, t),
-            Emit::ToClient(t) => (false, t),
+        let (side, text) = match &first {
+            Emit::ToAgent(t) => ("to_agent", t),
+            Emit::ToClient(t) => ("to_client", t),
+            Emit::ResumeToken(t) => ("resume_token", t),
         };
-        if to_agent != key.starts_with("to_agent") {
+        if !key.starts_with(side) {
             self.diff(
                 line,
                 format!("expected `{key}` {expected}, got {}", describe(&first)),
             );
-        } else if key.ends_with("_raw") {
+        } else if key.ends_with("_raw") || side == "resume_token" {
             let actual = Value::String(text.clone());
             if let Err(m) = self.matches(&expected, &actual, "$") {
                 self.diff(line, m);
@@ -520,6 +548,7 @@ fn describe(e: &Emit) -> String {
     match e {
         Emit::ToAgent(t) => format!("to_agent {t}"),
         Emit::ToClient(t) => format!("to_client {t}"),
+        Emit::ResumeToken(t) => format!("resume_token {t}"),
     }
 }
 
@@ -548,7 +577,8 @@ pub async fn record(adapter: &Adapter, text: &str) -> Result<String, String> {
                 out.push('\n');
                 continue;
             }
-            "to_agent" | "to_client" | "to_agent_raw" | "to_client_raw" | "error" | "save" => {
+            "to_agent" | "to_client" | "to_agent_raw" | "to_client_raw" | "resume_token"
+            | "error" | "save" => {
                 continue;
             }
             "spawn" => {
@@ -561,13 +591,18 @@ pub async fn record(adapter: &Adapter, text: &str) -> Result<String, String> {
                     report: Report::default(),
                     pending: None,
                     spec: None,
+                    failed_spawn: None,
                 };
                 runner.spawn(i + 1, value).await;
                 if let Some(d) = runner.report.differences.first() {
                     return Err(format!("line {}: {}", i + 1, d.message));
                 }
                 instance = runner.instance;
-                continue;
+                // The handshake's records, or the spawn's error.
+                match runner.pending.take() {
+                    Some((_, produced)) => produced,
+                    None => continue,
+                }
             }
             "client" | "client_raw" | "agent" | "agent_raw" | "exit" => {
                 out.push_str(trimmed);
@@ -600,6 +635,11 @@ pub async fn record(adapter: &Adapter, text: &str) -> Result<String, String> {
                     let (key, text) = match e {
                         Emit::ToAgent(t) => ("to_agent", t),
                         Emit::ToClient(t) => ("to_client", t),
+                        Emit::ResumeToken(t) => {
+                            out.push_str(&serde_json::json!({ "resume_token": t }).to_string());
+                            out.push('\n');
+                            continue;
+                        }
                     };
                     let step = match serde_json::from_str::<Value>(&text) {
                         Ok(v) => serde_json::json!({ key: v }),

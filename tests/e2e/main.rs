@@ -2,6 +2,7 @@
 //! real HTTP and WebSockets, with the project's fake agent and real adapter
 //! components. One binary, so wasmtime is linked once.
 
+mod acp;
 mod auth;
 mod claude;
 mod cli;
@@ -17,3 +18,4 @@ mod reload;
 mod rest;
 mod review;
 mod websocket;
+mod wit_v2;

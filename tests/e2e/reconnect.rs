@@ -63,7 +63,7 @@ async fn the_hello_comes_first_with_exactly_its_fields() {
             "sessionId": id,
             "instanceId": "default",
             "adapter": {"name": "stdio", "version": adapter_version},
-            "capabilities": ["seq", "replay", "pending-questions", "review"],
+            "capabilities": ["seq", "replay", "pending-questions", "review", "acp"],
             "seq": 3,
         })
     );

@@ -543,6 +543,20 @@ pub mod translate {
     /// A Claude Code permission question (a tool call).
     pub const TOOL_CALL: &str = r#"{"type":"control_request","request_id":"c5864b86-e5e6-4e7e-95dd-d4dec0f5b224","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"touch made.txt","description":"Run the requested command"},"tool_use_id":"toolu_1"}}"#;
 
+    /// An ACP `agent_message_chunk` (a text chunk, as qwen-code sends it).
+    pub const ACP_TEXT_CHUNK: &str = r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"b1f0c6a2-3f5e-4c7a-9d41-0e2f7a9c5d10","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"Hello, this is a delta"}}}}"#;
+
+    /// An ACP `tool_call_update` in progress with a line of output.
+    pub const ACP_TOOL_UPDATE: &str = r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"b1f0c6a2-3f5e-4c7a-9d41-0e2f7a9c5d10","update":{"sessionUpdate":"tool_call_update","toolCallId":"call_fake_1","status":"in_progress","content":[{"type":"content","content":{"type":"text","text":"Command: touch made.txt\nOutput: (empty)"}}]}}}"#;
+
+    /// What an ACP agent answers to the `acp` adapter's handshake, then
+    /// the `tool_call` the tool update refers to (agent lines, in order).
+    pub const ACP_SETUP: &[&str] = &[
+        r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":1,"agentCapabilities":{"loadSession":true},"agentInfo":{"name":"qwen-code","version":"0.24.4"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"sessionId":"b1f0c6a2-3f5e-4c7a-9d41-0e2f7a9c5d10","modes":{"currentModeId":"default"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"b1f0c6a2-3f5e-4c7a-9d41-0e2f7a9c5d10","update":{"sessionUpdate":"tool_call","toolCallId":"call_fake_1","title":"Shell","kind":"execute","status":"pending","rawInput":{"command":"touch made.txt"}}}}"#,
+    ];
+
     /// Per-call microseconds of `line` through `adapter`'s from-agent
     /// (a session created with `env`), after `setup` lines.
     pub async fn cost(
@@ -567,6 +581,8 @@ pub mod translate {
         inst.create_session(&req, None)
             .await
             .map_err(|e| e.to_string())?;
+        // As the host does (nothing for 0.1.0 adapters).
+        inst.handshake().await.map_err(|e| e.to_string())?;
         for c in client_setup {
             inst.from_client(c).await.map_err(|e| e.to_string())?;
         }

@@ -1,15 +1,24 @@
 //! A fake LLM API on 127.0.0.1 for running the real agent CLIs offline
-//! (AGENTS.md section 4). It answers the Anthropic Messages API
-//! (`POST /v1/messages`, streaming SSE or plain JSON), which both pi (with
-//! `"api": "anthropic-messages"`) and Claude Code speak, and records every
-//! request so tests can assert what the agent sent.
+//! (AGENTS.md sections 4 and 5). It answers the Anthropic Messages API
+//! (`POST /v1/messages`, streaming SSE or plain JSON), which pi (with
+//! `"api": "anthropic-messages"`), Claude Code and claude-agent-acp speak,
+//! OpenAI chat completions (Qwen Code) and the OpenAI Responses API (codex),
+//! see [`crate::fake_openai`], and records every request so tests can assert
+//! what the agent sent.
 //!
 //! The reply is decided by the last message:
 //! - a tool result (with no new user text after it): a final text,
 //!   `Done: <first line of the result>`;
+//! - user text containing `FAIL: <message>`: an API error (HTTP 400);
 //! - user text containing `RUN: <command>`: one shell tool call (`Bash` when
-//!   the request offers a tool of that name, else `bash`);
-//! - user text containing `PLAN: <text>`: a tool call `ExitPlanMode{plan}`;
+//!   the request offers a tool of that name, Qwen Code's `run_shell_command`,
+//!   codex's `exec_command`, else `bash`);
+//! - user text containing `WRITE: <absolute path> :: <content>`: a tool call
+//!   that writes the file (`Write`, `write_file`, or codex's `apply_patch`);
+//! - user text containing `PLAN: <text>`: a plan tool call (`todo_write` for
+//!   Qwen Code, `update_plan` for codex, else `ExitPlanMode{plan}`);
+//! - user text containing `TODO: <text>`: Claude's `TodoWrite` (as `PLAN:`
+//!   for the others);
 //! - user text containing `THINK`: a thinking block before the text;
 //! - anything else: `You said: <text>`.
 //!
@@ -51,6 +60,12 @@ impl FakeLlm {
                 "/v1/messages/count_tokens",
                 post(|| async { axum::Json(json!({"input_tokens": 10})) }),
             )
+            .route(
+                "/v1/chat/completions",
+                post(crate::fake_openai::chat_completions),
+            )
+            .route("/v1/responses", post(crate::fake_openai::responses))
+            .route("/v1/models", get(crate::fake_openai::models))
             .route("/requests", get(recorded))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(requests.clone());
@@ -68,9 +83,16 @@ impl FakeLlm {
         }
     }
 
-    /// Every `/v1/messages` request body so far.
+    /// Every model request body so far (`/v1/messages`,
+    /// `/v1/chat/completions`, `/v1/responses`).
     pub fn requests(&self) -> Vec<Value> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// The tool results the agent sent back so far, each once, in order
+    /// (whatever the API).
+    pub fn tool_results(&self) -> Vec<String> {
+        crate::fake_openai::tool_results(&self.requests())
     }
 
     /// The `model` of every request so far.
@@ -84,7 +106,7 @@ impl FakeLlm {
 
 /// What the fake model does for one request.
 #[derive(Debug, Clone, PartialEq)]
-enum Reply {
+pub(crate) enum Reply {
     Text {
         thinking: Option<String>,
         text: String,
@@ -93,9 +115,24 @@ enum Reply {
         name: String,
         input: Value,
     },
+    /// An API error (HTTP 400) with this message.
+    Fail(String),
 }
 
-fn text_of(content: &Value) -> String {
+/// The error response for [`Reply::Fail`], in the shape both the Anthropic
+/// and the OpenAI clients read.
+pub(crate) fn fail_response(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": message, "code": "fake_failure"},
+        })),
+    )
+        .into_response()
+}
+
+pub(crate) fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(blocks) => blocks
@@ -109,10 +146,19 @@ fn text_of(content: &Value) -> String {
     }
 }
 
-fn after_marker<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+pub(crate) fn after_marker<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
     let at = text.rfind(marker)?;
     let rest = &text[at + marker.len()..];
     Some(rest.lines().next().unwrap_or("").trim())
+}
+
+/// What the last message of a conversation holds, whatever the API.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Last {
+    /// A tool result with no user text after it: its first line.
+    ToolResult(String),
+    /// The user's text.
+    Text(String),
 }
 
 fn decide(body: &Value) -> Reply {
@@ -125,6 +171,14 @@ fn decide(body: &Value) -> Reply {
         .cloned()
         .unwrap_or(Value::Null);
     let content = &last["content"];
+    let tools: Vec<String> = body["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     // A tool result counts only when no user text follows it.
     if let Value::Array(blocks) = content
         && let Some(pos) = blocks.iter().rposition(|b| b["type"] == "tool_result")
@@ -138,33 +192,144 @@ fn decide(body: &Value) -> Reply {
         if text_after.trim().is_empty() {
             let result = &blocks[pos]["content"];
             let first = text_of(result).lines().next().unwrap_or("").to_owned();
+            return decide_from(Last::ToolResult(first), &tools);
+        }
+    }
+    decide_from(Last::Text(text_of(content)), &tools)
+}
+
+/// The tool call that runs `command` with the shell tool the request offers
+/// (Claude's `Bash`, Qwen Code's `run_shell_command`, codex's
+/// `exec_command`, `shell_command` or `shell`, else pi's `bash`).
+fn shell_call(command: &str, tools: &[String]) -> Reply {
+    let offers = |name: &str| tools.iter().any(|t| t == name);
+    let (name, input) = if offers("Bash") {
+        (
+            "Bash",
+            json!({"command": command, "description": "Run the requested command"}),
+        )
+    } else if offers("run_shell_command") {
+        // Qwen Code refuses a bare `sleep` without this comment.
+        let command = if command.trim_start().starts_with("sleep ")
+            && !command.contains("intentional-sleep:")
+        {
+            format!("{command} # intentional-sleep: a long command to interrupt")
+        } else {
+            command.to_owned()
+        };
+        (
+            "run_shell_command",
+            json!({"command": command, "description": "Run the requested command", "is_background": false}),
+        )
+    } else if offers("exec_command") {
+        // Without `yield_time_ms` codex hands a long command back after 10 s.
+        (
+            "exec_command",
+            json!({"cmd": command, "yield_time_ms": 120000}),
+        )
+    } else if offers("shell_command") {
+        (
+            "shell_command",
+            json!({"command": command, "timeout_ms": 120000}),
+        )
+    } else if offers("shell") {
+        (
+            "shell",
+            json!({"command": ["bash", "-lc", command], "timeout_ms": 120000}),
+        )
+    } else {
+        ("bash", json!({"command": command}))
+    };
+    Reply::Tool {
+        name: name.into(),
+        input,
+    }
+}
+
+/// The tool call that writes `content` to the absolute `path` with the file
+/// tool the request offers (Claude's `Write`, Qwen Code's `write_file`),
+/// else a shell command that does it.
+fn write_call(path: &str, content: &str, tools: &[String]) -> Reply {
+    let offers = |name: &str| tools.iter().any(|t| t == name);
+    if offers("Write") {
+        return Reply::Tool {
+            name: "Write".into(),
+            input: json!({"file_path": path, "content": content}),
+        };
+    }
+    if offers("write_file") {
+        return Reply::Tool {
+            name: "write_file".into(),
+            input: json!({"file_path": path, "content": content}),
+        };
+    }
+    if offers("apply_patch") || offers("exec_command") || offers("shell") {
+        // codex turns an `apply_patch` command into a patch with a diff.
+        let patch = format!(
+            "apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: {path}\n+{content}\n*** End Patch\nEOF\n"
+        );
+        return shell_call(&patch, tools);
+    }
+    shell_call(&format!("printf '%s\\n' '{content}' > '{path}'"), tools)
+}
+
+/// The reply for a conversation whose last message is `last`, given the
+/// names of the tools the request offers.
+pub(crate) fn decide_from(last: Last, tools: &[String]) -> Reply {
+    let text = match last {
+        Last::ToolResult(first) => {
             return Reply::Text {
                 thinking: None,
                 text: format!("Done: {first}"),
             };
         }
+        Last::Text(text) => text,
+    };
+    if let Some(error) = after_marker(&text, "FAIL:") {
+        return Reply::Fail(error.to_owned());
     }
-    let text = text_of(content);
-    let tools: Vec<String> = body["tools"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .filter_map(|t| t["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
     if let Some(command) = after_marker(&text, "RUN:") {
-        let claude = tools.iter().any(|t| t == "Bash");
+        return shell_call(command, tools);
+    }
+    if let Some(spec) = after_marker(&text, "WRITE:")
+        && let Some((path, content)) = spec.split_once(" :: ")
+    {
+        return write_call(path.trim(), content.trim(), tools);
+    }
+    if let Some(todos) = after_marker(&text, "TODO:")
+        && tools.iter().any(|t| t == "TodoWrite")
+    {
+        let todos: Vec<Value> = plan_todos(todos)
+            .iter()
+            .map(|t| json!({"content": t["content"], "status": t["status"], "activeForm": t["content"]}))
+            .collect();
         return Reply::Tool {
-            name: if claude { "Bash" } else { "bash" }.into(),
-            input: if claude {
-                json!({"command": command, "description": "Run the requested command"})
-            } else {
-                json!({"command": command})
-            },
+            name: "TodoWrite".into(),
+            input: json!({"todos": todos}),
         };
     }
-    if let Some(plan) = after_marker(&text, "PLAN:") {
+    if let Some(plan) = after_marker(&text, "PLAN:").or_else(|| after_marker(&text, "TODO:")) {
+        // Qwen Code defers `todo_write` (not in the request's tools, but
+        // registered): its shell tool gives it away.
+        if tools
+            .iter()
+            .any(|t| t == "todo_write" || t == "run_shell_command")
+        {
+            return Reply::Tool {
+                name: "todo_write".into(),
+                input: json!({"todos": plan_todos(plan)}),
+            };
+        }
+        if tools.iter().any(|t| t == "update_plan") {
+            let plan: Vec<Value> = plan_todos(plan)
+                .iter()
+                .map(|t| json!({"step": t["content"], "status": t["status"]}))
+                .collect();
+            return Reply::Tool {
+                name: "update_plan".into(),
+                input: json!({"plan": plan}),
+            };
+        }
         return Reply::Tool {
             name: "ExitPlanMode".into(),
             input: json!({"plan": plan}),
@@ -183,12 +348,30 @@ fn decide(body: &Value) -> Reply {
     }
 }
 
+/// `PLAN: 1. a 2. b` (or `a; b`) as todo items, the first in progress.
+fn plan_todos(plan: &str) -> Vec<Value> {
+    let steps: Vec<String> = plan
+        .split(';')
+        .flat_map(|s| s.split(|c: char| c.is_ascii_digit()).collect::<Vec<_>>())
+        .map(|s| s.trim_start_matches(['.', ')']).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({"id": format!("{}", i + 1), "content": s,
+                   "status": if i == 0 { "in_progress" } else { "pending" }})
+        })
+        .collect()
+}
+
 fn sse(out: &mut String, event: &str, data: Value) {
     out.push_str(&format!("event: {event}\ndata: {data}\n\n"));
 }
 
 /// Splits text into a few deltas so that streaming is exercised.
-fn pieces(text: &str) -> Vec<String> {
+pub(crate) fn pieces(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let n = chars.len().div_ceil(3).max(1);
     chars.chunks(n).map(|c| c.iter().collect()).collect()
@@ -206,6 +389,9 @@ async fn messages(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -
     let n = requests.lock().unwrap().len();
     let id = format!("msg_fake_{n}");
     let tool_id = format!("toolu_fake_{n}");
+    if let Reply::Fail(message) = &reply {
+        return fail_response(message);
+    }
 
     if body["stream"] != Value::Bool(true) {
         let (content, stop) = match &reply {
@@ -221,6 +407,7 @@ async fn messages(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -
                 vec![json!({"type": "tool_use", "id": tool_id, "name": name, "input": input})],
                 "tool_use",
             ),
+            Reply::Fail(_) => (Vec::new(), "end_turn"),
         };
         return axum::Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
@@ -308,6 +495,7 @@ async fn messages(State(requests): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -
             );
             "tool_use"
         }
+        Reply::Fail(_) => "end_turn",
     };
     sse(
         &mut out,

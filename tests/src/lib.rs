@@ -4,3 +4,4 @@
 pub mod bench;
 pub mod fake_expo;
 pub mod fake_llm;
+pub mod fake_openai;

@@ -6,6 +6,13 @@
 //! contract (`wit/adapter.wit`, package `amarre:adapter@0.1.0`) and
 //! wit-bindgen stay behind this crate: adapters never name generated code.
 //!
+//! With the cargo feature `wit-0-2` the crate builds `amarre:adapter@0.2.0`
+//! components (`wit/0.2.0/adapter.wit`) instead: the same API, plus
+//! [`Session::handshake`], resume tokens ([`SpawnSpec::resume_token`],
+//! [`Emit::ResumeToken`], [`SpawnRequest::resume_token`]) and
+//! [`SpawnRequest::work_dir`]. Every new call has a default, so a 0.1.0
+//! adapter ported to 0.2.0 changes its Cargo.toml only.
+//!
 //! This crate owns the guest side of the boundary only. It must not grow
 //! agent-specific logic; that belongs in the adapters.
 //!
@@ -25,17 +32,38 @@
 
 use std::cell::RefCell;
 
+#[cfg(not(feature = "wit-0-2"))]
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/adapter.wit",
         world: "amarre:adapter/adapter@0.1.0",
         pub_export_macro: true,
         export_macro_name: "__export_raw",
         default_bindings_module: "amarre_adapter_sdk::bindings",
     });
 }
+
+#[cfg(feature = "wit-0-2")]
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/0.2.0/adapter.wit",
+        world: "amarre:adapter/adapter@0.2.0",
+        pub_export_macro: true,
+        export_macro_name: "__export_raw",
+        default_bindings_module: "amarre_adapter_sdk::bindings",
+    });
+}
+
+/// The WIT package version this build of the SDK produces components for.
+#[cfg(not(feature = "wit-0-2"))]
+pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version this build of the SDK produces components for.
+#[cfg(feature = "wit-0-2")]
+pub const WIT_VERSION: &str = "0.2.0";
 
 pub use bindings::amarre::adapter::types::{
     AdapterError, AdapterInfo, Capability, Emit, File, LogLevel, SpawnRequest, SpawnSpec,
@@ -61,6 +89,13 @@ pub trait Session: Sized + 'static {
     /// Creates the translator; `saved` is state from [`Session::save`] of an
     /// older version during a hot reload.
     fn create(request: SpawnRequest, saved: Option<String>) -> Result<Self, AdapterError>;
+
+    /// Records the adapter sends first, right after the agent is spawned and
+    /// before any client record or agent line (WIT 0.2.0). None by default.
+    #[cfg(feature = "wit-0-2")]
+    fn handshake(&mut self) -> Result<Vec<Emit>, AdapterError> {
+        Ok(Vec::new())
+    }
 
     /// Translates one client record (a JSON value as text).
     fn from_client(&mut self, record: String) -> Result<Vec<Emit>, AdapterError> {
@@ -144,6 +179,19 @@ impl SpawnRequest {
             .unwrap_or(default)
             .to_owned()
     }
+
+    /// The absolute directory the agent will run in (the session's cwd,
+    /// else the daemon's).
+    #[cfg(feature = "wit-0-2")]
+    pub fn work_dir(&self) -> &str {
+        &self.work_dir
+    }
+
+    /// The resume token of an earlier run of this session, if any.
+    #[cfg(feature = "wit-0-2")]
+    pub fn resume_token(&self) -> Option<&str> {
+        self.resume_token.as_deref()
+    }
 }
 
 impl SpawnSpec {
@@ -157,7 +205,17 @@ impl SpawnSpec {
             files: Vec::new(),
             passthrough_from_client: false,
             passthrough_from_agent: false,
+            #[cfg(feature = "wit-0-2")]
+            resume_token: None,
         }
+    }
+
+    /// Reports a resume token as soon as the agent is spawned (WIT 0.2.0);
+    /// `{state}` in it is left as is, like every token the host hands back.
+    #[cfg(feature = "wit-0-2")]
+    pub fn resume_token(mut self, token: impl Into<String>) -> Self {
+        self.resume_token = Some(token.into());
+        self
     }
 
     /// Appends arguments.
@@ -227,6 +285,11 @@ impl<S: Session> bindings::exports::amarre::adapter::translator::GuestSession fo
                 RefCell::new(session),
             )),
         )
+    }
+
+    #[cfg(feature = "wit-0-2")]
+    fn handshake(&self) -> Result<Vec<Emit>, AdapterError> {
+        self.0.borrow_mut().handshake()
     }
 
     fn from_client(&self, record: String) -> Result<Vec<Emit>, AdapterError> {

@@ -16,6 +16,7 @@ mod engine;
 mod logstream;
 pub mod policy;
 pub mod types;
+mod versions;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
 use wasmtime::{Engine, Store};
 
-use bindings::{AdapterPre, HostState, wit};
+use bindings::{HostState, wit};
 pub use types::*;
+use versions::{Exports, Pre};
 
 /// Budgets applied to every adapter instance.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +108,7 @@ struct HostInner {
     limits: AdapterLimits,
     /// Pre-instantiated components by content hash: a component is compiled
     /// once per process whatever loads it.
-    compiled: Mutex<HashMap<String, AdapterPre<HostState>>>,
+    compiled: Mutex<HashMap<String, Pre>>,
     /// Compiled components on disk, across restarts.
     disk: Option<cache::DiskCache>,
     compilations: AtomicU64,
@@ -135,6 +137,8 @@ impl AdapterHost {
             .map_err(|e| anyhow::anyhow!("failed to link WASI: {e}"))?;
         bindings::Adapter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("failed to link the host interface: {e}"))?;
+        versions::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("failed to link the 0.2.0 host interface: {e}"))?;
         // A tenth of the budget per tick keeps the overrun small; never
         // tick faster than every millisecond nor slower than every 10 ms.
         let tick =
@@ -260,7 +264,7 @@ impl AdapterHost {
         }))
     }
 
-    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, AdapterPre<HostState>>> {
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pre>> {
         self.inner
             .compiled
             .lock()
@@ -275,7 +279,7 @@ impl AdapterHost {
         bytes: &[u8],
         hash: &str,
         source: &AdapterSource,
-    ) -> Result<(AdapterPre<HostState>, bool), LoadError> {
+    ) -> Result<(Pre, bool), LoadError> {
         let engine = &self.inner.engine;
         let cached = match &self.inner.disk {
             Some(disk) => match disk.load(engine, hash) {
@@ -307,21 +311,22 @@ impl AdapterHost {
                 c
             }
         };
-        check_wit_version(engine, &component).map_err(|m| LoadError(format!("{source}: {m}")))?;
+        let version = check_wit_version(engine, &component)
+            .map_err(|m| LoadError(format!("{source}: {m}")))?;
         let pre = self
             .inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError(format!("{source} cannot be linked: {e:#}")))?;
-        AdapterPre::new(pre)
+        Pre::new(version, pre)
             .map(|pre| (pre, fresh))
             .map_err(|e| LoadError(format!("{source} is not an amarre adapter: {e:#}")))
     }
 }
 
 /// Refuses components built against an `amarre:adapter` version this host
-/// has no bindings for, with a message that says which.
-fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), String> {
+/// has no bindings for, with a message that says which; returns the version.
+fn check_wit_version(engine: &Engine, component: &Component) -> Result<&'static str, String> {
     let ty = component.component_type();
     let names: Vec<String> = ty
         .exports(engine)
@@ -341,15 +346,29 @@ fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), Strin
                 .join(", ")
         ));
     }
+    let mut found: Option<&'static str> = None;
     for name in ours {
         let version = name.rsplit_once('@').map(|(_, v)| v).unwrap_or("none");
-        if version != WIT_VERSION {
+        let Some(known) = WIT_VERSIONS.iter().copied().find(|v| *v == version) else {
             return Err(format!(
-                "built against WIT package amarre:adapter@{version} (`{name}`); this host has bindings for amarre:adapter@{WIT_VERSION} only"
+                "built against WIT package amarre:adapter@{version} (`{name}`); this host has bindings for {} only",
+                WIT_VERSIONS
+                    .iter()
+                    .map(|v| format!("amarre:adapter@{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             ));
+        };
+        match found {
+            Some(other) if other != known => {
+                return Err(format!(
+                    "mixes WIT packages amarre:adapter@{other} and amarre:adapter@{known} (`{name}`)"
+                ));
+            }
+            _ => found = Some(known),
         }
     }
-    Ok(())
+    Ok(found.unwrap_or(WIT_VERSION))
 }
 
 fn validate_info(info: &AdapterInfo) -> Result<(), String> {
@@ -396,7 +415,7 @@ pub struct Adapter {
     pub loaded_at_ms: u64,
     /// Whether this load ran Cranelift (false: a cache had it).
     pub compiled: bool,
-    pre: AdapterPre<HostState>,
+    pre: Pre,
     host: Arc<HostInner>,
 }
 
@@ -435,7 +454,7 @@ impl Adapter {
 /// created, the session's translator resource.
 pub struct AdapterInstance {
     store: Store<HostState>,
-    exports: bindings::Adapter,
+    exports: Exports,
     session: Option<ResourceAny>,
     poisoned: Option<String>,
     host: Arc<HostInner>,
@@ -445,7 +464,7 @@ pub struct AdapterInstance {
 impl AdapterInstance {
     async fn new(
         host: Arc<HostInner>,
-        pre: &AdapterPre<HostState>,
+        pre: &Pre,
         label: Arc<str>,
     ) -> Result<AdapterInstance, CallError> {
         let mut store = Store::new(
@@ -458,7 +477,7 @@ impl AdapterInstance {
         store.set_epoch_deadline(budget_ticks);
         let exports = {
             let _in_flight = host.ticker.enter();
-            pre.instantiate_async(&mut store).await
+            pre.instantiate(&mut store).await
         };
         let exports = exports.map_err(|e| CallError::Trap {
             adapter: label.to_string(),
@@ -502,7 +521,7 @@ impl AdapterInstance {
     async fn call<R>(
         &mut self,
         input: usize,
-        f: impl AsyncFnOnce(&bindings::Adapter, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         if let Some(detail) = &self.poisoned {
             return Err(CallError::Trap {
@@ -534,10 +553,10 @@ impl AdapterInstance {
         })
     }
 
-    fn adapter_error(&self, error: wit::AdapterError) -> CallError {
+    fn adapter_error(&self, error: AdapterError) -> CallError {
         CallError::Adapter {
             adapter: self.label(),
-            error: error.into(),
+            error,
         }
     }
 
@@ -550,19 +569,16 @@ impl AdapterInstance {
 
     /// Calls `info`.
     pub async fn info(&mut self) -> Result<AdapterInfo, CallError> {
-        self.call(0, async |x, store| x.call_info(store).await)
-            .await
-            .map(Into::into)
+        self.call(0, async |x, store| x.info(store).await).await
     }
 
     /// Calls `spawn`.
     pub async fn spawn(&mut self, request: &SpawnRequest) -> Result<SpawnSpec, CallError> {
-        let request = wit::SpawnRequest::from(request);
         match self
-            .call(0, async |x, store| x.call_spawn(store, &request).await)
+            .call(0, async |x, store| x.spawn(store, request).await)
             .await?
         {
-            Ok(spec) => Ok(spec.into()),
+            Ok(spec) => Ok(spec),
             Err(e) => Err(self.adapter_error(e)),
         }
     }
@@ -573,14 +589,8 @@ impl AdapterInstance {
         request: &SpawnRequest,
         saved: Option<&str>,
     ) -> Result<(), CallError> {
-        let request = wit::SpawnRequest::from(request);
         let created = self
-            .call(0, async |x, store| {
-                x.amarre_adapter_translator()
-                    .session()
-                    .call_create(store, &request, saved)
-                    .await
-            })
+            .call(0, async |x, store| x.create(store, request, saved).await)
             .await?;
         match created {
             Ok(session) => {
@@ -591,19 +601,33 @@ impl AdapterInstance {
         }
     }
 
+    /// Calls the translator's `handshake` (WIT 0.2.0; a 0.1.0 instance
+    /// makes no guest call and counts none): records to deliver before
+    /// any other.
+    pub async fn handshake(&mut self) -> Result<Vec<Emit>, CallError> {
+        if !self.exports.has_handshake() {
+            return Ok(Vec::new());
+        }
+        let session = self.session()?;
+        match self
+            .call(0, async |x, store| x.handshake(store, session).await)
+            .await?
+        {
+            Ok(emits) => Ok(emits),
+            Err(e) => Err(self.adapter_error(e)),
+        }
+    }
+
     /// Translates a client record.
     pub async fn from_client(&mut self, record: &str) -> Result<Vec<Emit>, CallError> {
         let session = self.session()?;
         match self
             .call(record.len(), async |x, store| {
-                x.amarre_adapter_translator()
-                    .session()
-                    .call_from_client(store, session, record)
-                    .await
+                x.from_client(store, session, record).await
             })
             .await?
         {
-            Ok(emits) => Ok(emits.into_iter().map(Into::into).collect()),
+            Ok(emits) => Ok(emits),
             Err(e) => Err(self.adapter_error(e)),
         }
     }
@@ -613,14 +637,11 @@ impl AdapterInstance {
         let session = self.session()?;
         match self
             .call(line.len(), async |x, store| {
-                x.amarre_adapter_translator()
-                    .session()
-                    .call_from_agent(store, session, line)
-                    .await
+                x.from_agent(store, session, line).await
             })
             .await?
         {
-            Ok(emits) => Ok(emits.into_iter().map(Into::into).collect()),
+            Ok(emits) => Ok(emits),
             Err(e) => Err(self.adapter_error(e)),
         }
     }
@@ -633,25 +654,16 @@ impl AdapterInstance {
     ) -> Result<Vec<Emit>, CallError> {
         let session = self.session()?;
         self.call(0, async |x, store| {
-            x.amarre_adapter_translator()
-                .session()
-                .call_on_exit(store, session, code, signal)
-                .await
+            x.on_exit(store, session, code, signal).await
         })
         .await
-        .map(|emits| emits.into_iter().map(Into::into).collect())
     }
 
     /// Asks the translator for hand-over state.
     pub async fn save(&mut self) -> Result<Option<String>, CallError> {
         let session = self.session()?;
-        self.call(0, async |x, store| {
-            x.amarre_adapter_translator()
-                .session()
-                .call_save(store, session)
-                .await
-        })
-        .await
+        self.call(0, async |x, store| x.save(store, session).await)
+            .await
     }
 }
 
@@ -734,6 +746,7 @@ impl From<wit::SpawnSpec> for SpawnSpec {
                 .collect(),
             passthrough_from_client: s.passthrough_from_client,
             passthrough_from_agent: s.passthrough_from_agent,
+            resume_token: None,
         }
     }
 }

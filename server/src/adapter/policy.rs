@@ -162,6 +162,7 @@ mod tests {
             files: vec![],
             passthrough_from_client: true,
             passthrough_from_agent: true,
+            resume_token: None,
         }
     }
 

@@ -34,6 +34,7 @@ fn request(env: &[(&str, &str)]) -> SpawnRequest {
             .collect(),
         command: Some("cat".into()),
         args: vec!["-u".into()],
+        ..Default::default()
     }
 }
 
@@ -332,6 +333,11 @@ async fn a_transcript_checks_adapter_errors() {
         report.differences[0].message.contains("spawn failed"),
         "{report}"
     );
+    // An `error` step may expect it instead.
+    let expected =
+        "{\"spawn\": {}}\n{\"error\": {\"kind\": \"unsupported\", \"contains\": \"command\"}}\n";
+    let report = transcript::run(&stdio, "x", expected).await;
+    assert!(report.passed(), "{report}");
 }
 
 fn cache_dir(tag: &str) -> PathBuf {

@@ -1,10 +1,16 @@
-//! Host-side mirrors of the WIT types (`wit/adapter.wit`), so that the rest
-//! of the daemon never names generated wasmtime bindings.
+//! Host-side mirrors of the WIT types (`wit/adapter.wit` and
+//! `wit/0.2.0/adapter.wit`), so that the rest of the daemon never names
+//! generated wasmtime bindings. They hold the newest package's fields; a
+//! 0.1.0 component simply never sees or sets the newer ones.
 
 use serde::Serialize;
 
-/// The WIT package version this host has bindings for.
+/// The oldest WIT package version this host has bindings for (reported as
+/// `witVersion`).
 pub const WIT_VERSION: &str = "0.1.0";
+
+/// Every WIT package version this host has bindings for.
+pub const WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// A feature an adapter declares (the WIT `capability` enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -14,6 +20,9 @@ pub enum Capability {
     PermissionGate,
     PlanCapture,
     PiDialect,
+    Handshake,
+    Resume,
+    AcpDialect,
 }
 
 impl Capability {
@@ -24,6 +33,9 @@ impl Capability {
             Capability::PermissionGate => "permission-gate",
             Capability::PlanCapture => "plan-capture",
             Capability::PiDialect => "pi-dialect",
+            Capability::Handshake => "handshake",
+            Capability::Resume => "resume",
+            Capability::AcpDialect => "acp-dialect",
         }
     }
 }
@@ -68,6 +80,10 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     pub command: Option<String>,
     pub args: Vec<String>,
+    /// The absolute directory the agent runs in (WIT 0.2.0).
+    pub work_dir: String,
+    /// The session's latest resume token (WIT 0.2.0).
+    pub resume_token: Option<String>,
 }
 
 /// A file the host writes to the session's private directory.
@@ -88,6 +104,8 @@ pub struct SpawnSpec {
     pub files: Vec<FileSpec>,
     pub passthrough_from_client: bool,
     pub passthrough_from_agent: bool,
+    /// A resume token known at spawn (WIT 0.2.0).
+    pub resume_token: Option<String>,
 }
 
 impl SpawnSpec {
@@ -102,6 +120,9 @@ impl SpawnSpec {
 pub enum Emit {
     ToAgent(String),
     ToClient(String),
+    /// A newer resume token for the session (WIT 0.2.0): kept by the host,
+    /// sent nowhere.
+    ResumeToken(String),
 }
 
 /// An error an adapter returned (not a trap).

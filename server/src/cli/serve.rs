@@ -323,10 +323,13 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
     }
 }
 
-/// What every `amarre.hello` lists beyond the session's own capabilities
-/// (PROTOCOL.md 12).
-fn daemon_capabilities(config: &crate::config::Config) -> Vec<&'static str> {
+/// The daemon-wide capabilities `amarre.hello` reports (PROTOCOL.md
+/// section 12), after the session's own and before the adapter's.
+pub(crate) fn daemon_capabilities(config: &Config) -> Vec<&'static str> {
     let mut caps = vec!["review"];
+    if crate::adapter::builtin::bytes("acp").is_some() {
+        caps.push("acp");
+    }
     if config.auth == crate::auth::AuthMode::Token {
         caps.push("auth");
     }

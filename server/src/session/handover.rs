@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::adapter::{Adapter, AdapterInfo, AdapterInstance, Capability, SpawnRequest};
+use crate::adapter::{
+    Adapter, AdapterInfo, AdapterInstance, CallError, Capability, Emit, SpawnRequest,
+};
 use crate::instances::Instance;
 
 /// One spawn of the agent, from start to exit: the adapter side.
@@ -27,6 +29,9 @@ pub(crate) struct Run {
     pub(crate) through_from_agent: bool,
     pub(crate) pgid: u32,
     pub(crate) files_dir: Option<PathBuf>,
+    /// The translator's `handshake` is still to be called (before any
+    /// record of this run).
+    pub(crate) handshake_due: bool,
 }
 
 impl Run {
@@ -37,6 +42,19 @@ impl Run {
         {
             tracing::debug!(dir = %dir.display(), error = %e, "failed to remove the session directory");
         }
+    }
+}
+
+/// Calls the translator's `handshake` once per run (WIT 0.2.0): the
+/// records it returns go out before any other. Nothing for a pass-through
+/// run or one already handshaken.
+pub(crate) async fn handshake(run: &mut Run) -> Result<Vec<Emit>, CallError> {
+    if !std::mem::take(&mut run.handshake_due) {
+        return Ok(Vec::new());
+    }
+    match run.translator.as_mut() {
+        Some(translator) => translator.handshake().await,
+        None => Ok(Vec::new()),
     }
 }
 

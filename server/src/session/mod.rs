@@ -86,8 +86,9 @@ pub(crate) struct Deps {
     pub(crate) files_root: PathBuf,
     pub(crate) notifier: Option<Arc<dyn Notifier>>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Daemon-wide capabilities every `amarre.hello` lists after the
-    /// session's own (`auth`, ...; PROTOCOL.md 12).
+    /// What this daemon offers every session, for `amarre.hello` (after
+    /// `seq`, `replay`, `pending-questions`, before the adapter's):
+    /// `cli/serve.rs`'s `daemon_capabilities`.
     pub(crate) capabilities: Vec<&'static str>,
 }
 
@@ -148,6 +149,9 @@ struct State {
     exited: bool,
     exit_code: Option<i32>,
     signal: Option<String>,
+    /// The latest resume token the adapter reported (WIT 0.2.0), handed to
+    /// the next spawn of this session.
+    resume_token: Option<String>,
 }
 
 /// A record from a client, already checked to be JSON.
@@ -279,6 +283,15 @@ impl SessionHandle {
     /// The session's status now.
     pub fn status(&self) -> Status {
         self.lock().status
+    }
+
+    /// The latest resume token the adapter reported for this session.
+    pub fn resume_token(&self) -> Option<String> {
+        self.lock().resume_token.clone()
+    }
+
+    fn set_resume_token(&self, token: String) {
+        self.lock().resume_token = Some(token);
     }
 
     /// The REST summary.
@@ -490,7 +503,7 @@ impl Sessions {
             cwd: req.cwd,
             env: req.env,
         };
-        let started = spawn::start(&deps.spawn_env(), instance.adapter(), &instance.config, &id, &options)
+        let started = spawn::start(&deps.spawn_env(), instance.adapter(), &instance.config, &id, &options, None)
             .await
             .map_err(|e| {
                 tracing::warn!(instance = %instance.config.id, reason = e.reason, detail = ?e.detail, "failed to spawn an agent");
@@ -513,6 +526,7 @@ impl Sessions {
                 exited: false,
                 exit_code: None,
                 signal: None,
+                resume_token: None,
             }),
             clients: AtomicUsize::new(0),
             last_client_text_ms: AtomicU64::new(0),

@@ -57,6 +57,8 @@ pub struct Started {
     pub request: SpawnRequest,
     /// The session's private directory, when the spec had files.
     pub files_dir: Option<PathBuf>,
+    /// A resume token the spec reported at spawn (WIT 0.2.0).
+    pub resume_token: Option<String>,
 }
 
 /// What spawning needs from the daemon.
@@ -101,18 +103,39 @@ pub fn visible_env(
     env.into_iter().collect()
 }
 
-/// Starts the agent of `session_id` for `instance` with `options`.
+/// The session's state directory, kept across restarts of its agent
+/// (`{state}` in a spawn spec, WIT 0.2.0).
+pub fn state_dir(files_root: &Path, session_id: &str) -> PathBuf {
+    files_root.join(format!("{session_id}.state"))
+}
+
+/// The absolute directory the agent runs in: the session's cwd, else the
+/// daemon's own.
+fn work_dir(options: &SessionOptions) -> String {
+    match &options.cwd {
+        Some(cwd) => cwd.clone(),
+        None => std::env::current_dir()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "/".to_owned()),
+    }
+}
+
+/// Starts the agent of `session_id` for `instance` with `options`;
+/// `resume_token` is the session's latest one from an earlier run.
 pub async fn start(
     ctx: &SpawnEnv<'_>,
     adapter: Arc<Adapter>,
     instance: &InstanceConfig,
     session_id: &str,
     options: &SessionOptions,
+    resume_token: Option<String>,
 ) -> Result<Started, SpawnFailure> {
     if let Some(cwd) = &options.cwd {
         policy::check_cwd(cwd)?;
     }
     let request = SpawnRequest {
+        work_dir: work_dir(options),
+        resume_token,
         session_id: session_id.to_owned(),
         instance_id: instance.id.clone(),
         cwd: options.cwd.clone(),
@@ -163,9 +186,35 @@ pub async fn start(
         }
         e
     };
-    let expand = |s: &str| match &files_dir {
-        Some(dir) => s.replace("{files}", &dir.to_string_lossy()),
-        None => s.to_owned(),
+    let uses_state = spec
+        .args
+        .iter()
+        .chain(spec.env.iter().map(|(_, v)| v))
+        .chain(spec.cwd.iter())
+        .any(|s| s.contains("{state}"));
+    let state = state_dir(ctx.files_root, session_id);
+    if uses_state {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state)
+            .map_err(|e| {
+                cleanup(adapter_failure(format!(
+                    "failed to create the session's state directory {}: {e}",
+                    state.display()
+                )))
+            })?;
+    }
+    let expand = |s: &str| {
+        let s = match &files_dir {
+            Some(dir) => s.replace("{files}", &dir.to_string_lossy()),
+            None => s.to_owned(),
+        };
+        if uses_state {
+            s.replace("{state}", &state.to_string_lossy())
+        } else {
+            s
+        }
     };
 
     // Child environment: daemon, then spec, then instance, then session.
@@ -220,9 +269,10 @@ pub async fn start(
         pid,
         adapter,
         translator,
-        spec,
         request,
         files_dir,
+        resume_token: spec.resume_token.clone(),
+        spec,
     })
 }
 

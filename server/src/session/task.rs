@@ -96,12 +96,16 @@ impl SessionTask {
     }
 
     /// Takes over a freshly started agent.
-    fn install(&mut self, instance: Arc<Instance>, started: Started) {
+    fn install(&mut self, instance: Arc<Instance>, mut started: Started) {
         let max_line = self.deps.limits.max_line_bytes;
         self.agent.install(&self.handle.id, started.child, max_line);
         self.set_running_adapter(Some(started.adapter.clone()));
+        if let Some(token) = started.resume_token.take() {
+            self.handle.set_resume_token(token);
+        }
         let through = started.translator.is_none();
         self.run = Some(Run {
+            handshake_due: started.translator.is_some(),
             generation: instance.generation(),
             instance,
             request: started.request,
@@ -120,6 +124,9 @@ impl SessionTask {
             self.deps.limits.stdin_queue_bytes,
         );
         loop {
+            if self.run.as_ref().is_some_and(|r| r.handshake_due) {
+                self.handshake().await;
+            }
             let taking_input =
                 self.run.is_some() && self.agent.inp.taking(stdin_limit.0, stdin_limit.1);
             let writing = self.agent.inp.writing();
@@ -198,6 +205,10 @@ impl SessionTask {
             }
             Control::Delete { reply } => {
                 self.stop(Status::Stopped, 1000, "session deleted").await;
+                let state = spawn::state_dir(&self.deps.files_root, &self.handle.id);
+                if state.exists() {
+                    let _ = std::fs::remove_dir_all(state);
+                }
                 let _ = reply.send(());
                 return ControlFlow::Break(());
             }
@@ -283,10 +294,10 @@ impl SessionTask {
     fn hello(&self) -> serde_json::Value {
         let adapter = self.run.as_ref().map(|r| &r.adapter.info);
         let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions"];
+        caps.extend(self.deps.capabilities.iter().copied());
         if let Some(info) = adapter {
             caps.extend(info.capabilities.iter().map(|c| c.as_str()));
         }
-        caps.extend(self.deps.capabilities.iter().copied());
         serde_json::json!({
             "type": "amarre.hello",
             "protocol": crate::PROTOCOL_VERSION,
@@ -311,7 +322,8 @@ impl SessionTask {
             .instances
             .get(&self.handle.instance_id)
             .ok_or_else(|| RestartError::InstanceGone(self.handle.instance_id.clone()))?;
-        let started = spawn::start(&self.deps.spawn_env(), instance.adapter(), &instance.config, &self.handle.id, &self.handle.options)
+        let resume = self.handle.resume_token();
+        let started = spawn::start(&self.deps.spawn_env(), instance.adapter(), &instance.config, &self.handle.id, &self.handle.options, resume)
             .await
             .map_err(|e| {
                 tracing::warn!(session = %self.handle.id, reason = e.reason, detail = ?e.detail, "failed to restart the agent");
@@ -419,8 +431,31 @@ impl SessionTask {
             match e {
                 Emit::ToClient(text) => self.publish(Text::from(text)),
                 Emit::ToAgent(text) => self.agent.inp.queue(text.as_bytes()),
+                Emit::ResumeToken(token) => self.handle.set_resume_token(token),
             }
         }
+    }
+
+    /// Calls the translator's `handshake` once per run, before any record
+    /// (WIT 0.2.0), and delivers what it returns. An adapter error reaches
+    /// clients as an `extension_error`; a trap ends the session.
+    async fn handshake(&mut self) {
+        let Some(run) = self.run.as_mut() else { return };
+        match handover::handshake(run).await {
+            Ok(emits) => self.emit(emits),
+            Err(e) if !e.is_trap() => {
+                tracing::warn!(session = %self.handle.id, error = %e, "the adapter's handshake failed");
+                let record = serde_json::json!({
+                    "type": "extension_error",
+                    "extensionPath": e.adapter(),
+                    "event": "handshake",
+                    "error": e.detail(),
+                });
+                self.publish(Text::from(record.to_string()));
+            }
+            Err(e) => self.adapter_failed(e).await,
+        }
+        self.flush();
     }
 
     /// Numbers, buffers and queues one record for every client; arms push

@@ -298,7 +298,8 @@ async fn translate_report(runs: usize) -> Result<(), String> {
     let block = r#"{"type":"stream_event","event":{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}}"#;
     let prompt = r#"{"type":"prompt","message":"hi"}"#;
     type Case<'a> = (&'a str, &'a str, Vec<&'a str>, Vec<&'a str>, &'a str);
-    let cases: [Case; 3] = [
+    let acp_text_setup = &translate::ACP_SETUP[..2];
+    let cases: [Case; 5] = [
         (
             "claude-code: stream_event text delta",
             "claude-code",
@@ -312,6 +313,20 @@ async fn translate_report(runs: usize) -> Result<(), String> {
             vec![],
             vec![prompt],
             translate::TOOL_CALL,
+        ),
+        (
+            "acp: agent_message_chunk (text chunk)",
+            "acp",
+            acp_text_setup.to_vec(),
+            vec![prompt],
+            translate::ACP_TEXT_CHUNK,
+        ),
+        (
+            "acp: tool_call_update (in progress, with content)",
+            "acp",
+            translate::ACP_SETUP.to_vec(),
+            vec![prompt],
+            translate::ACP_TOOL_UPDATE,
         ),
         (
             "stdio (pass-through translator): same text delta",
@@ -342,7 +357,7 @@ async fn translate_report(runs: usize) -> Result<(), String> {
     println!();
     println!("| component | compile, uncached (ms) | instantiate (ms) |");
     println!("|---|---|---|");
-    for adapter in ["stdio", "pi", "claude-code"] {
+    for adapter in ["stdio", "pi", "claude-code", "acp"] {
         let (c, i) = translate::load_times(adapter, runs).await?;
         println!(
             "| {adapter} ({} KiB) | {} | {} |",
