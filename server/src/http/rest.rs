@@ -119,15 +119,22 @@ fn adapter_entry(app: &App, instance: &Instance) -> Value {
     })
 }
 
+/// The entry with `available` and `problem` (12.1): whether a spawn could
+/// find the agent's program now.
+async fn adapter_entry_checked(app: &App, instance: &Instance) -> Value {
+    let mut entry = adapter_entry(app, instance);
+    let problem =
+        crate::session::availability::problem(instance, &app.sessions.runtime().daemon_env).await;
+    entry["available"] = Value::Bool(problem.is_none());
+    entry["problem"] = problem.map(Value::String).unwrap_or(Value::Null);
+    entry
+}
+
 pub async fn adapters(State(app): State<Arc<App>>) -> Response {
-    let list: Vec<Value> = app
-        .sessions
-        .runtime()
-        .instances
-        .all()
-        .iter()
-        .map(|i| adapter_entry(&app, i))
-        .collect();
+    let mut list = Vec::new();
+    for i in app.sessions.runtime().instances.all().iter() {
+        list.push(adapter_entry_checked(&app, i).await);
+    }
     Json(list).into_response()
 }
 
@@ -143,7 +150,7 @@ pub async fn reload_instance(State(app): State<Arc<App>>, Path(id): Path<String>
             .into_response();
     };
     match instance.reload(&rt.host, &rt.metrics).await {
-        Ok(_) => Json(adapter_entry(&app, &instance)).into_response(),
+        Ok(_) => Json(adapter_entry_checked(&app, &instance).await).into_response(),
         Err(detail) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"error": "reload_failed", "detail": detail})),

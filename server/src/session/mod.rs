@@ -7,6 +7,7 @@
 //! never on the data path.
 
 mod agent_io;
+pub mod availability;
 pub mod framing;
 pub mod instances;
 pub mod record;
@@ -83,6 +84,10 @@ pub struct Summary {
     pub exit_code: Option<Option<i32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<Option<String>>,
+    /// 2.4.0: the working directory the session was started in.
+    pub cwd: Option<String>,
+    /// 2.4.0: how many questions wait for an answer.
+    pub pending_questions: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +191,8 @@ pub struct SessionHandle {
     /// When a client of the session last sent a text frame (ms since the
     /// epoch); pings do not count. Read by push suppression.
     last_client_text_ms: AtomicU64,
+    /// Questions waiting for an answer (kept by the session task).
+    pending_questions: AtomicUsize,
     ctrl: mpsc::Sender<Control>,
     inbound: mpsc::Sender<Inbound>,
     /// The adapter version serving the running agent (None when not running).
@@ -227,6 +234,8 @@ impl SessionHandle {
             },
             exit_code: s.exited.then_some(s.exit_code),
             signal: s.exited.then(|| s.signal.clone()),
+            cwd: self.options.cwd.clone(),
+            pending_questions: self.pending_questions.load(Ordering::Relaxed),
         }
     }
 
@@ -421,6 +430,7 @@ impl Sessions {
             clients: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
             last_client_text_ms: AtomicU64::new(0),
+            pending_questions: AtomicUsize::new(0),
             ctrl: ctrl_tx,
             inbound: in_tx,
             adapter: Mutex::new(None),

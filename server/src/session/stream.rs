@@ -105,15 +105,54 @@ impl Stream {
         before != self.pending.len()
     }
 
-    /// Forgets every pending question (crash, delete, restart).
-    pub fn clear_pending(&mut self) {
-        self.pending.clear();
+    /// Forgets every pending question (crash, delete, restart); returns
+    /// their ids, oldest first.
+    pub fn clear_pending(&mut self) -> Vec<String> {
+        self.pending.drain(..).map(|p| p.id).collect()
+    }
+
+    /// How many questions wait for an answer.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The earliest `timeout` of a pending question.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().filter_map(|p| p.deadline).min()
+    }
+
+    /// Removes the questions whose `timeout` has passed; returns their ids.
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.pending.retain(|p| {
+            let keep = p.deadline.is_none_or(|d| d > now);
+            if !keep {
+                gone.push(p.id.clone());
+            }
+            keep
+        });
+        gone
+    }
+
+    /// Removes the questions numbered after `seq` (asked during a turn the
+    /// agent has ended); returns their ids.
+    pub fn withdraw_after(&mut self, seq: u64) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.pending.retain(|p| {
+            let keep = p.seq.is_none_or(|s| s <= seq);
+            if !keep {
+                gone.push(p.id.clone());
+            }
+            keep
+        });
+        gone
     }
 
     /// What a client attaching now receives: replay after `since` (when
     /// given), then pending questions not already replayed.
     pub fn catchup(&mut self, since: Option<u64>, now: Instant) -> Catchup {
-        self.pending.retain(|p| p.deadline.is_none_or(|d| d > now));
+        // Expired questions are removed (with their record) by the session
+        // task's timer; here they are only not sent.
         let mut out = Catchup::default();
         if let Some(since) = since {
             let oldest = self
@@ -134,6 +173,7 @@ impl Stream {
         out.pending = self
             .pending
             .iter()
+            .filter(|p| p.deadline.is_none_or(|d| d > now))
             .filter(|p| !matches!((p.seq, first_replayed), (Some(s), Some(f)) if s >= f))
             .cloned()
             .collect();
@@ -214,6 +254,27 @@ mod tests {
         let c = s.catchup(Some(0), Instant::now());
         assert!(c.pending.is_empty());
         assert!(s.answered("q1"));
+        assert!(!s.answered("q1"), "a second answer resolves nothing");
         assert!(s.catchup(None, Instant::now()).pending.is_empty());
+        assert_eq!(s.expire(Instant::now()), vec!["q2".to_owned()]);
+        assert_eq!(s.pending_count(), 0);
+    }
+
+    #[test]
+    fn questions_of_an_ended_turn_are_withdrawn_and_clear_returns_the_rest() {
+        let mut s = Stream::new(100, 1 << 20);
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"a","method":"confirm"}"#,
+        );
+        let turn = push(&mut s, r#"{"type":"agent_start"}"#).unwrap_or(0);
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"b","method":"input","timeout":60000}"#,
+        );
+        assert!(s.next_deadline().is_some());
+        assert_eq!(s.withdraw_after(turn), vec!["b".to_owned()]);
+        assert_eq!(s.next_deadline(), None);
+        assert_eq!(s.clear_pending(), vec!["a".to_owned()]);
     }
 }

@@ -107,6 +107,9 @@ pub(super) struct SessionTask {
     /// Request ids that already had a push timer (bounded, oldest dropped).
     push_armed: HashSet<String>,
     push_armed_order: VecDeque<String>,
+    /// Sequence number of the latest `agent_start` (questions asked after
+    /// it are withdrawn when that turn ends).
+    turn_seq: u64,
 }
 
 /// Reads a chunk of the agent's stdout into the splitter (cancel-safe).
@@ -180,6 +183,7 @@ impl SessionTask {
             push_timers: BTreeMap::new(),
             push_armed: HashSet::new(),
             push_armed_order: VecDeque::new(),
+            turn_seq: 0,
         };
         task.install(instance, started);
         tokio::spawn(task.main());
@@ -224,7 +228,12 @@ impl SessionTask {
             let taking_input =
                 self.run.is_some() && self.stdin.is_some() && self.stdin_records < stdin_limit;
             let writing = self.stdin.is_some() && !self.stdin_buf.is_empty();
-            let next_timer = self.push_timers.values().map(|t| t.deadline).min();
+            let next_timer = self
+                .push_timers
+                .values()
+                .map(|t| t.deadline)
+                .chain(self.stream.next_deadline())
+                .min();
             let flow = tokio::select! {
                 biased;
                 ctrl = self.ctrl_rx.recv() => match ctrl {
@@ -385,7 +394,10 @@ impl SessionTask {
 
     fn hello(&self) -> serde_json::Value {
         let adapter = self.run.as_ref().map(|r| &r.adapter.info);
-        let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions"];
+        let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions", "question-resolved"];
+        if crate::http::app::compiled_in() {
+            caps.push("web");
+        }
         if let Some(info) = adapter {
             caps.extend(info.capabilities.iter().map(|c| c.as_str()));
         }
@@ -441,9 +453,9 @@ impl SessionTask {
     /// (SIGTERM, SIGKILL after the grace) and wait for it to end.
     async fn stop(&mut self, status: Status, code: u16, reason: &'static str) {
         self.handle.lock().status = status;
+        self.resolve_all("cancelled");
         self.close_clients(code, reason);
         self.push_timers.clear();
-        self.stream.clear_pending();
         let Some(run) = self.run.take() else { return };
         // Closing stdin lets a well-behaved agent exit on EOF by itself;
         // its output is no longer read.
@@ -578,6 +590,8 @@ impl SessionTask {
         add(&m.records_agent_to_client, 1);
         add(&m.bytes_agent_to_client, text.len() as u64);
         self.outbox.push((text, seq));
+        // After the record itself: what it resolves follows it, in order.
+        self.track_turn(head.as_ref().and_then(|h| h.kind.as_deref()), seq);
     }
 
     /// Delivers the step's records: one batch per client. A client whose
@@ -660,7 +674,9 @@ impl SessionTask {
         if record.head.kind.as_deref() == Some("extension_ui_response")
             && let Some(id) = &record.head.id
         {
-            self.stream.answered(id);
+            if self.stream.answered(id) {
+                self.resolved(id, "answered");
+            }
             self.push_timers.remove(id);
         }
         let Some(run) = self.run.as_mut() else { return };
@@ -857,10 +873,10 @@ impl SessionTask {
         } else {
             tracing::warn!(session = %self.handle.id, exit_code = ?code, signal = ?signal, "session crashed: agent exited");
         }
+        self.resolve_all("cancelled");
         self.publish(Utf8Bytes::from(event.to_string()));
         self.close_clients(1011, "agent exited");
         self.push_timers.clear();
-        self.stream.clear_pending();
         if let Some(push) = &self.rt.push {
             push.crashed(
                 &self.handle,
@@ -870,6 +886,49 @@ impl SessionTask {
             );
         }
         remove_files(&run);
+    }
+
+    // ----- question resolution (12.1) ------------------------------------
+
+    /// `amarre.question_resolved` for a question that stopped being pending.
+    fn resolved(&mut self, id: &str, reason: &str) {
+        let record = serde_json::json!({
+            "type": "amarre.question_resolved",
+            "id": id,
+            "reason": reason,
+        });
+        self.push_timers.remove(id);
+        self.publish(Utf8Bytes::from(record.to_string()));
+        self.sync_pending();
+    }
+
+    /// Every pending question stops being pending (crash, delete, shutdown).
+    fn resolve_all(&mut self, reason: &str) {
+        for id in self.stream.clear_pending() {
+            self.resolved(&id, reason);
+        }
+        self.sync_pending();
+    }
+
+    /// An `agent_end` withdraws the questions asked during that turn: the
+    /// agent no longer waits for them (the turn was aborted).
+    fn track_turn(&mut self, kind: Option<&str>, seq: Option<u64>) {
+        match (kind, seq) {
+            (Some("agent_start"), Some(n)) => self.turn_seq = n,
+            (Some("agent_end"), Some(_)) => {
+                for id in self.stream.withdraw_after(self.turn_seq) {
+                    self.resolved(&id, "cancelled");
+                }
+            }
+            _ => {}
+        }
+        self.sync_pending();
+    }
+
+    fn sync_pending(&self) {
+        self.handle
+            .pending_questions
+            .store(self.stream.pending_count(), Ordering::Relaxed);
     }
 
     // ----- push timers -----------------------------------------------------
@@ -902,6 +961,9 @@ impl SessionTask {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        for id in self.stream.expire(now) {
+            self.resolved(&id, "timeout");
+        }
         let due: Vec<String> = self
             .push_timers
             .iter()

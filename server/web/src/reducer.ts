@@ -94,7 +94,8 @@ function lastAssistant(v: View): Extract<Item, { kind: "assistant" }> | undefine
   for (let i = v.items.length - 1; i >= 0; i--) {
     const it = v.items[i];
     if (it.kind === "assistant") return it.streaming ? it : undefined;
-    if (it.kind === "user") return undefined;
+    // A prompt typed here while the answer streams does not end the answer.
+    if (it.kind === "user" && it.local === undefined) return undefined;
   }
   return undefined;
 }

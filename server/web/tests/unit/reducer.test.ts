@@ -108,6 +108,17 @@ describe("records to view", () => {
     ]);
   });
 
+  it("a prompt typed while the answer streams does not split the answer", () => {
+    const records = stream("text-and-thinking.jsonl");
+    const cut = records.findIndex((r) => JSON.stringify(r).includes('"delta":"d: hell"'));
+    let v = feed(records.slice(0, cut + 1));
+    v = localPrompt(v, "a follow-up", false);
+    v = feed(records.slice(cut + 1), v);
+    const answers = v.items.filter((i) => i.kind === "assistant");
+    expect(answers.length).toBe(1);
+    expect(answers[0]).toMatchObject({ blocks: [{ kind: "thinking" }, { kind: "text", text: "You said: hello THINK" }] });
+  });
+
   it("crash events end streaming and drop questions", () => {
     const records = stream("tool-allowed.jsonl");
     const asked = records.findIndex((r) => r.type === "extension_ui_request");
