@@ -80,7 +80,6 @@ describe("the web client", () => {
     const link = page.getByRole("link", { name: /from-the-form/ });
     await link.waitFor();
     await page.locator("li", { has: link }).getByText("running", { exact: true }).waitFor();
-    await screenshot(page, "sessions");
     await page.close();
   });
 
@@ -135,6 +134,7 @@ describe("the web client", () => {
     const list = await browser.newPage();
     await list.goto(`${daemon.url}/app/`);
     await list.getByRole("link", { name: /two-pages.*1 waiting/ }).waitFor();
+    await screenshot(list, "sessions");
     await list.close();
     await b.getByRole("button", { name: "Green", exact: true }).click();
     const gone = { state: "detached", timeout: 2000 };
