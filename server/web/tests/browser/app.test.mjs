@@ -216,6 +216,30 @@ describe("the web client", () => {
     }
   });
 
+  test("the cached shell opens and says Offline when the daemon cannot be reached", async () => {
+    const proxy = await startProxy(daemon.port);
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${proxy.url}/app/`);
+      await page.getByRole("button", { name: "New session" }).waitFor();
+      // The service worker is active and controls the page.
+      await page.evaluate(async () => {
+        await navigator.serviceWorker.ready;
+      });
+      await until("a controlled page", async () => {
+        await page.reload();
+        return page.evaluate(() => navigator.serviceWorker.controller !== null);
+      });
+      proxy.cut();
+      await page.reload();
+      await page.getByText("Offline").first().waitFor();
+      await page.getByRole("button", { name: "New session" }).waitFor();
+      await page.close();
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   test("phone-sized viewport: nothing overflows sideways", async () => {
     const { page } = await openSession("phone");
     await send(page, `A long line: ${"x".repeat(300)}\n\n\`\`\`\n${"code ".repeat(80)}\n\`\`\``);
