@@ -125,34 +125,32 @@ function NewSession({ instances, adapters }: { instances: Instance[]; adapters: 
 
   return (
     <form class="card new-session" onSubmit={submit} aria-label="New session">
-      <label>
-        Instance
-        <select value={instance} onChange={(e) => setInstance((e.target as HTMLSelectElement).value)}>
-          {instances.map((i) => {
-            const p = problem(i.id);
-            return (
-              <option key={i.id} value={i.id}>
-                {`${i.id} (${i.agent})${p ? `: unavailable, ${p}` : ""}`}
-              </option>
-            );
-          })}
-        </select>
-      </label>
+      <label for="ns-instance">Instance</label>
+      <select
+        id="ns-instance"
+        value={instance} onChange={(e) => setInstance((e.target as HTMLSelectElement).value)}
+      >
+        {instances.map((i) => {
+          const p = problem(i.id);
+          return (
+            <option key={i.id} value={i.id}>
+              {`${i.id} (${i.agent})${p ? `: unavailable, ${p}` : ""}`}
+            </option>
+          );
+        })}
+      </select>
       {chosenProblem && <p class="warn">This instance cannot start: {chosenProblem}</p>}
-      <label>
-        Name
-        <input ref={nameRef} value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder="optional" />
-      </label>
-      <label>
-        Working directory
-        <input
-          value={cwd}
-          onInput={(e) => setCwd((e.target as HTMLInputElement).value)}
-          placeholder="/home/me/project (optional)"
-          autocapitalize="off"
-          spellcheck={false}
-        />
-      </label>
+      <label for="ns-name">Name</label>
+      <input id="ns-name" ref={nameRef} value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} placeholder="optional" />
+      <label for="ns-cwd">Working directory</label>
+      <input
+        id="ns-cwd"
+        value={cwd}
+        onInput={(e) => setCwd((e.target as HTMLInputElement).value)}
+        placeholder="/home/me/project (optional)"
+        autocapitalize="off"
+        spellcheck={false}
+      />
       {error && (
         <p class="error" role="alert">
           {error}
