@@ -36,4 +36,4 @@ pub(crate) mod util;
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The wire protocol this server speaks (PROTOCOL.md section 11).
-pub const PROTOCOL_VERSION: &str = "2.3.0";
+pub const PROTOCOL_VERSION: &str = "2.4.0";

@@ -13,4 +13,5 @@ mod push;
 mod reconnect;
 mod reload;
 mod rest;
+mod web;
 mod websocket;

@@ -93,6 +93,17 @@ pub fn init_logging(format: LogFormat, filter: Option<&str>) {
 /// Where per-session private directories go: systemd's RuntimeDirectory,
 /// else `$XDG_RUNTIME_DIR/amarre`, else the temp dir; one folder per
 /// daemon process, mode 0700.
+/// The daemon-wide capabilities every `amarre.hello` announces, after the
+/// session core's own (PROTOCOL.md sections 11 and 12): `web` when the web
+/// client is compiled into this binary.
+pub fn daemon_capabilities(_config: &Config) -> Vec<&'static str> {
+    let mut caps = Vec::new();
+    if http::app::compiled_in() {
+        caps.push("web");
+    }
+    caps
+}
+
 fn files_root(env: &HashMap<String, String>) -> PathBuf {
     let base = env
         .get("RUNTIME_DIRECTORY")
@@ -229,6 +240,7 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             .clone()
             .map(|p| Arc::new(PushNotifier(p)) as Arc<dyn Notifier>),
         metrics: metrics.clone(),
+        capabilities: daemon_capabilities(&config),
     });
     instances.watch();
     instances.spawn_sighup(config.clone(), env.clone(), overrides);

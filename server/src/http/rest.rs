@@ -140,13 +140,21 @@ fn adapter_entry(app: &App, instance: &Instance) -> Value {
     })
 }
 
+/// The entry with `available` and `problem` (12.1): whether a spawn could
+/// find the agent's program now.
+async fn adapter_entry_checked(app: &App, instance: &Instance) -> Value {
+    let mut entry = adapter_entry(app, instance);
+    let problem = app.sessions.availability(instance).await;
+    entry["available"] = Value::Bool(problem.is_none());
+    entry["problem"] = problem.map(Value::String).unwrap_or(Value::Null);
+    entry
+}
+
 pub async fn adapters(State(app): State<Arc<App>>) -> Response {
-    let list: Vec<Value> = app
-        .instances
-        .all()
-        .iter()
-        .map(|i| adapter_entry(&app, i))
-        .collect();
+    let mut list = Vec::new();
+    for i in app.instances.all().iter() {
+        list.push(adapter_entry_checked(&app, i).await);
+    }
     Json(list).into_response()
 }
 
@@ -161,7 +169,7 @@ pub async fn reload_instance(State(app): State<Arc<App>>, Path(id): Path<String>
             .into_response();
     };
     match app.instances.reload(&instance).await {
-        Ok(_) => Json(adapter_entry(&app, &instance)).into_response(),
+        Ok(_) => Json(adapter_entry_checked(&app, &instance).await).into_response(),
         Err(detail) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"error": "reload_failed", "detail": detail})),
