@@ -55,7 +55,7 @@ async fn the_hello_comes_first_with_exactly_its_fields() {
     let hello = h.recv_json("hello").await;
     let adapter_version = hello["adapter"]["version"].clone();
     let mut caps = vec!["seq", "replay", "pending-questions", "question-resolved"];
-    if amarre::http::app::compiled_in() {
+    if amarre::web_client_compiled_in() {
         caps.push("web");
     }
     assert_eq!(

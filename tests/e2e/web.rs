@@ -80,7 +80,7 @@ async fn the_app_is_served_from_the_binary_with_its_headers() {
         !html.contains("<script>") && !html.contains("<script >"),
         "no inline script: {html}"
     );
-    if amarre::http::app::compiled_in() {
+    if amarre::web_client_compiled_in() {
         // Every asset the page names is served, hashed ones immutable.
         let assets: Vec<&str> = html
             .split('"')
