@@ -24,19 +24,47 @@ pub const MAX_BODY_BYTES: usize = 2 << 20;
 /// (`413 {error:"too_large", limit}`) or unreadable.
 pub struct Body(Result<Bytes, Response>);
 
+/// How much of a too-large body is still read (and dropped) before the
+/// 413, and for how long: a connection closed with unread bytes is reset,
+/// and the client would see the reset instead of the answer.
+const MAX_DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Body(match Bytes::from_request(req, state).await {
-            Ok(b) => Ok(b),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({"error": "too_large", "limit": MAX_BODY_BYTES})),
-            )
-                .into_response()),
-            Err(e) => Err((e.status(), Json(json!({"error": "bad_body"}))).into_response()),
-        }))
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        use futures_util::StreamExt;
+        let mut stream = req.into_body().into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return Ok(Body(Err((
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "bad_body"})),
+                )
+                    .into_response())));
+            };
+            if buf.len() + chunk.len() > MAX_BODY_BYTES {
+                let mut drained = 0usize;
+                let _ = tokio::time::timeout(DRAIN_TIME, async {
+                    while let Some(Ok(c)) = stream.next().await {
+                        drained += c.len();
+                        if drained > MAX_DRAIN_BYTES {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return Ok(Body(Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Json(json!({"error": "too_large", "limit": MAX_BODY_BYTES})),
+                )
+                    .into_response())));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Body(Ok(buf.freeze())))
     }
 }
 
