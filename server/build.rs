@@ -42,6 +42,8 @@ fn main() {
         .expect("OUT_DIR is inside the target directory")
         .to_path_buf();
 
+    web_client(&manifest_dir, &out_dir);
+
     let crates = discover(&workspace.join("adapters-wasm"));
     // Only the crates' own files (a new crate also changes Cargo.lock):
     // watching all of adapters-wasm/ would include the JavaScript adapters'
@@ -196,4 +198,27 @@ fn copy_if_changed(from: &Path, to: &Path) {
         return;
     }
     fs::write(to, new).unwrap_or_else(|e| panic!("write {}: {e}", to.display()));
+}
+
+/// Points `AMARRE_WEB_DIST` (read by the `rust-embed` derive in
+/// `http/app.rs`) at the built web client, `server/web/dist`, or at an empty
+/// directory when it has not been built (`scripts/build-web`): the daemon
+/// builds either way and `/app/` then says how to build the client.
+fn web_client(manifest_dir: &Path, out_dir: &Path) {
+    let dist = manifest_dir.join("web").join("dist");
+    let chosen = if dist.join("index.html").is_file() {
+        println!("cargo:rerun-if-changed={}", dist.display());
+        dist
+    } else {
+        // Watch the sources' directory so that a later build of the client
+        // is noticed (dist/ appears inside it).
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest_dir.join("web").display()
+        );
+        let empty = out_dir.join("web-dist-missing");
+        fs::create_dir_all(&empty).expect("create an empty web directory");
+        empty
+    };
+    println!("cargo:rustc-env=AMARRE_WEB_DIST={}", chosen.display());
 }

@@ -39,6 +39,12 @@ pub(crate) mod session;
 pub(crate) mod transcript;
 pub(crate) mod util;
 
+/// Whether the web client was compiled into this binary (served on
+/// `/app/`; the `web` capability of `amarre.hello`).
+pub fn web_client_compiled_in() -> bool {
+    http::app::compiled_in()
+}
+
 /// The daemon's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The wire protocol this server speaks (PROTOCOL.md section 11).

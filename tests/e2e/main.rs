@@ -17,5 +17,6 @@ mod reconnect;
 mod reload;
 mod rest;
 mod review;
+mod web;
 mod websocket;
 mod wit_v2;

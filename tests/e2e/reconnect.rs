@@ -54,6 +54,11 @@ async fn the_hello_comes_first_with_exactly_its_fields() {
     let mut h = d.ws(&id, "?hello=1").await;
     let hello = h.recv_json("hello").await;
     let adapter_version = hello["adapter"]["version"].clone();
+    let mut caps = vec!["seq", "replay", "pending-questions", "question-resolved"];
+    if amarre::web_client_compiled_in() {
+        caps.push("web");
+    }
+    caps.extend(["review", "acp"]);
     assert_eq!(
         hello,
         json!({
@@ -63,7 +68,7 @@ async fn the_hello_comes_first_with_exactly_its_fields() {
             "sessionId": id,
             "instanceId": "default",
             "adapter": {"name": "stdio", "version": adapter_version},
-            "capabilities": ["seq", "replay", "pending-questions", "review", "acp"],
+            "capabilities": caps,
             "seq": 3,
         })
     );
@@ -171,6 +176,13 @@ async fn a_late_client_gets_pending_questions_until_they_are_answered() {
     first
         .send_json(json!({"type": "extension_ui_response", "id": "q1", "confirmed": true}))
         .await;
+    // 2.4.0: the answer resolves the question (amarre.question_resolved),
+    // then the fake agent echoes it.
+    let resolved = first.recv_json("question_resolved").await;
+    assert_eq!(
+        (resolved["type"].clone(), resolved["id"].clone()),
+        (json!("amarre.question_resolved"), json!("q1"))
+    );
     first.recv_json("the fake agent echoes the answer").await;
     let mut later = d.ws(&id, "").await;
     assert_eq!(later.recv_json("only q2 remains").await["id"], "q2");
@@ -181,12 +193,20 @@ async fn a_late_client_gets_pending_questions_until_they_are_answered() {
     let mut replaying = d.ws(&id, "?since=0").await;
     let mut ids = Vec::new();
     replaying.recv_json("hello").await;
-    for _ in 0..4 {
-        ids.push(replaying.recv_json("replay").await["id"].clone());
+    for _ in 0..5 {
+        let r = replaying.recv_json("replay").await;
+        ids.push((r["type"].clone(), r["id"].clone()));
     }
+    let ask = json!("extension_ui_request");
     assert_eq!(
         ids,
-        vec![json!("q1"), json!("n1"), json!("q2"), json!("q1")]
+        vec![
+            (ask.clone(), json!("q1")),
+            (ask.clone(), json!("n1")),
+            (ask, json!("q2")),
+            (json!("amarre.question_resolved"), json!("q1")),
+            (json!("extension_ui_response"), json!("q1")),
+        ]
     );
     replaying
         .expect_silence(
@@ -223,7 +243,15 @@ async fn sequence_numbers_survive_a_restart_and_crashes_forget_questions() {
     let (_, texts) = ws.closed("crash").await;
     let crash: Value = serde_json::from_str(texts.last().unwrap()).unwrap();
     assert_eq!(crash["type"], "amarre.session_event");
-    assert_eq!(seq(&crash), 2, "the server's own records are numbered too");
+    // 2.4.0: the crash cancels the question first (amarre.question_resolved).
+    let cancelled: Value = serde_json::from_str(&texts[texts.len() - 2]).unwrap();
+    assert_eq!(cancelled["type"], "amarre.question_resolved");
+    assert_eq!(
+        seq(&cancelled),
+        2,
+        "the server's own records are numbered too"
+    );
+    assert_eq!(seq(&crash), 3);
     let (st, _) = d.post(&format!("/sessions/{id}/restart"), "").await;
     assert_eq!(st, 200);
     let mut ws = d.ws(&id, "?seq=1").await;
@@ -232,7 +260,7 @@ async fn sequence_numbers_survive_a_restart_and_crashes_forget_questions() {
     ws.send_json(json!({"n": 1})).await;
     assert_eq!(
         seq(&ws.recv_json("first record after the restart").await),
-        3
+        4
     );
     let mut replay = d.ws(&id, "?since=0").await;
     replay.recv_json("hello").await;
@@ -240,9 +268,10 @@ async fn sequence_numbers_survive_a_restart_and_crashes_forget_questions() {
         replay.recv_json("r1").await,
         replay.recv_json("r2").await,
         replay.recv_json("r3").await,
+        replay.recv_json("r4").await,
     ]
     .iter()
     .map(seq)
     .collect();
-    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
 }

@@ -326,7 +326,11 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
 /// The daemon-wide capabilities `amarre.hello` reports (PROTOCOL.md
 /// section 12), after the session's own and before the adapter's.
 pub(crate) fn daemon_capabilities(config: &Config) -> Vec<&'static str> {
-    let mut caps = vec!["review"];
+    let mut caps = Vec::new();
+    if http::app::compiled_in() {
+        caps.push("web");
+    }
+    caps.push("review");
     if crate::adapter::builtin::bytes("acp").is_some() {
         caps.push("acp");
     }

@@ -3,6 +3,7 @@
 //! Handlers translate between HTTP and the session layer; they own no
 //! session state themselves.
 
+pub mod app;
 pub mod guard;
 mod rest;
 mod review;
@@ -57,7 +58,10 @@ pub const ROOT_HINT: &str = "Use /sessions/<id>; see docs/PROTOCOL.md";
 /// Builds the router with its guard (first) and token check (second).
 pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
     let routes = Router::new()
-        .route("/", any(root))
+        .route("/", any(root_or_app))
+        .route("/app", get(app::bare))
+        .route("/app/", get(app::index))
+        .route("/app/{*path}", get(app::asset))
         .route("/healthz", get(rest::healthz))
         .route("/metrics", get(rest::metrics))
         .route("/instances", get(rest::instances))
@@ -86,6 +90,15 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
     crate::auth::http::layer(routes, app.auth.clone())
         .layer(middleware::from_fn_with_state(guard, guard::check))
         .with_state(app)
+}
+
+/// `/`: browsers asking for a page go to the web client (12.1); anything
+/// else keeps the 426.
+async fn root_or_app(method: axum::http::Method, headers: HeaderMap) -> Response {
+    if method == axum::http::Method::GET && !is_upgrade(&headers) && app::wants_html(&headers) {
+        return app::redirect_to_app();
+    }
+    root().await
 }
 
 async fn root() -> Response {

@@ -24,19 +24,47 @@ pub const MAX_BODY_BYTES: usize = 2 << 20;
 /// (`413 {error:"too_large", limit}`) or unreadable.
 pub struct Body(Result<Bytes, Response>);
 
+/// How much of a too-large body is still read (and dropped) before the
+/// 413, and for how long: a connection closed with unread bytes is reset,
+/// and the client would see the reset instead of the answer.
+const MAX_DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Body(match Bytes::from_request(req, state).await {
-            Ok(b) => Ok(b),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({"error": "too_large", "limit": MAX_BODY_BYTES})),
-            )
-                .into_response()),
-            Err(e) => Err((e.status(), Json(json!({"error": "bad_body"}))).into_response()),
-        }))
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        use futures_util::StreamExt;
+        let mut stream = req.into_body().into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return Ok(Body(Err((
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "bad_body"})),
+                )
+                    .into_response())));
+            };
+            if buf.len() + chunk.len() > MAX_BODY_BYTES {
+                let mut drained = 0usize;
+                let _ = tokio::time::timeout(DRAIN_TIME, async {
+                    while let Some(Ok(c)) = stream.next().await {
+                        drained += c.len();
+                        if drained > MAX_DRAIN_BYTES {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return Ok(Body(Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Json(json!({"error": "too_large", "limit": MAX_BODY_BYTES})),
+                )
+                    .into_response())));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Body(Ok(buf.freeze())))
     }
 }
 
@@ -140,13 +168,21 @@ fn adapter_entry(app: &App, instance: &Instance) -> Value {
     })
 }
 
+/// The entry with `available` and `problem` (12.1): whether a spawn could
+/// find the agent's program now.
+async fn adapter_entry_checked(app: &App, instance: &Instance) -> Value {
+    let mut entry = adapter_entry(app, instance);
+    let problem = app.sessions.availability(instance).await;
+    entry["available"] = Value::Bool(problem.is_none());
+    entry["problem"] = problem.map(Value::String).unwrap_or(Value::Null);
+    entry
+}
+
 pub async fn adapters(State(app): State<Arc<App>>) -> Response {
-    let list: Vec<Value> = app
-        .instances
-        .all()
-        .iter()
-        .map(|i| adapter_entry(&app, i))
-        .collect();
+    let mut list = Vec::new();
+    for i in app.instances.all().iter() {
+        list.push(adapter_entry_checked(&app, i).await);
+    }
     Json(list).into_response()
 }
 
@@ -161,7 +197,7 @@ pub async fn reload_instance(State(app): State<Arc<App>>, Path(id): Path<String>
             .into_response();
     };
     match app.instances.reload(&instance).await {
-        Ok(_) => Json(adapter_entry(&app, &instance)).into_response(),
+        Ok(_) => Json(adapter_entry_checked(&app, &instance).await).into_response(),
         Err(detail) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"error": "reload_failed", "detail": detail})),

@@ -13,10 +13,12 @@
 //! - [`push_timers`]: awaiting-input timers (`arm`, `due`);
 //! - [`handover`]: the adapter side of a run and the hot-reload hand-over;
 //! - [`text`]: the record type the core carries ([`Text`]);
+//! - [`availability`]: whether an instance's agent could be started now;
 //! - [`spawn`]: starting an agent; [`framing`] and [`record`]: lines and
 //!   the fields the core reads.
 
 mod agent;
+pub(crate) mod availability;
 mod clients;
 pub(crate) mod framing;
 mod handover;
@@ -139,6 +141,10 @@ pub struct Summary {
     pub exit_code: Option<Option<i32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<Option<String>>,
+    /// 2.4.0: the working directory the session was started in.
+    pub cwd: Option<String>,
+    /// 2.4.0: how many questions wait for an answer.
+    pub pending_questions: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +271,8 @@ pub struct SessionHandle {
     /// When a client of the session last sent a text frame (ms since the
     /// epoch); pings do not count. Read by push suppression.
     last_client_text_ms: AtomicU64,
+    /// Questions waiting for an answer (kept by the session task).
+    pending_questions: AtomicUsize,
     ctrl: mpsc::Sender<Control>,
     inbound: mpsc::Sender<Inbound>,
     /// Bytes of client records on their way to the session task: the
@@ -318,6 +326,8 @@ impl SessionHandle {
             },
             exit_code: s.exited.then_some(s.exit_code),
             signal: s.exited.then(|| s.signal.clone()),
+            cwd: self.options.cwd.clone(),
+            pending_questions: self.pending_questions.load(Ordering::Relaxed),
         }
     }
 
@@ -458,6 +468,12 @@ impl Sessions {
         all
     }
 
+    /// Why `instance`'s agent could not be started now (`problem` of
+    /// `GET /adapters`, 12.1); `None` when it could.
+    pub async fn availability(&self, instance: &crate::instances::Instance) -> Option<String> {
+        availability::problem(instance, &self.deps.daemon_env).await
+    }
+
     /// The session with this id.
     pub fn get(&self, id: &str) -> Option<Arc<SessionHandle>> {
         self.lock().map.get(id).cloned()
@@ -530,6 +546,7 @@ impl Sessions {
             }),
             clients: AtomicUsize::new(0),
             last_client_text_ms: AtomicU64::new(0),
+            pending_questions: AtomicUsize::new(0),
             ctrl: ctrl_tx,
             inbound: in_tx,
             inbound_bytes: Arc::new(tokio::sync::Semaphore::new(deps.limits.stdin_queue_bytes)),

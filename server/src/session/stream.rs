@@ -43,6 +43,9 @@ pub(crate) struct Stream {
     max_records: usize,
     max_bytes: usize,
     pending: Vec<Pending>,
+    /// Sequence number of the latest `agent_start`: questions asked after
+    /// it are withdrawn when that turn ends.
+    turn_seq: u64,
 }
 
 impl Stream {
@@ -54,6 +57,7 @@ impl Stream {
             max_records,
             max_bytes,
             pending: Vec::new(),
+            turn_seq: 0,
         }
     }
 
@@ -104,15 +108,69 @@ impl Stream {
         before != self.pending.len()
     }
 
-    /// Forgets every pending question (crash, delete, restart).
-    pub(crate) fn clear_pending(&mut self) {
-        self.pending.clear();
+    /// Forgets every pending question (crash, delete, restart); returns
+    /// their ids, oldest first.
+    pub(crate) fn clear_pending(&mut self) -> Vec<String> {
+        self.pending.drain(..).map(|p| p.id).collect()
+    }
+
+    /// How many questions wait for an answer.
+    pub(crate) fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The earliest `timeout` of a pending question.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().filter_map(|p| p.deadline).min()
+    }
+
+    /// Removes the questions whose `timeout` has passed; returns their ids.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.pending.retain(|p| {
+            let keep = p.deadline.is_none_or(|d| d > now);
+            if !keep {
+                gone.push(p.id.clone());
+            }
+            keep
+        });
+        gone
+    }
+
+    /// Follows the agent's turns for a record just numbered `seq`: an
+    /// `agent_start` begins one; an `agent_end` withdraws the questions
+    /// asked during it (the agent no longer waits for them: the turn was
+    /// aborted). Returns the withdrawn ids.
+    pub(crate) fn track_turn(&mut self, kind: Option<&str>, seq: Option<u64>) -> Vec<String> {
+        match (kind, seq) {
+            (Some("agent_start"), Some(n)) => {
+                self.turn_seq = n;
+                Vec::new()
+            }
+            (Some("agent_end"), Some(_)) => self.withdraw_after(self.turn_seq),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Removes the questions numbered after `seq` (asked during a turn the
+    /// agent has ended); returns their ids.
+    pub(crate) fn withdraw_after(&mut self, seq: u64) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.pending.retain(|p| {
+            let keep = p.seq.is_none_or(|s| s <= seq);
+            if !keep {
+                gone.push(p.id.clone());
+            }
+            keep
+        });
+        gone
     }
 
     /// What a client attaching now receives: replay after `since` (when
     /// given), then pending questions not already replayed.
     pub(crate) fn catchup(&mut self, since: Option<u64>, now: Instant) -> Catchup {
-        self.pending.retain(|p| p.deadline.is_none_or(|d| d > now));
+        // Expired questions are removed (with their record) by the session
+        // task's timer; here they are only not sent.
         let mut out = Catchup::default();
         if let Some(since) = since {
             let oldest = self
@@ -133,6 +191,7 @@ impl Stream {
         out.pending = self
             .pending
             .iter()
+            .filter(|p| p.deadline.is_none_or(|d| d > now))
             .filter(|p| !matches!((p.seq, first_replayed), (Some(s), Some(f)) if s >= f))
             .cloned()
             .collect();
@@ -213,6 +272,47 @@ mod tests {
         let c = s.catchup(Some(0), Instant::now());
         assert!(c.pending.is_empty());
         assert!(s.answered("q1"));
+        assert!(!s.answered("q1"), "a second answer resolves nothing");
         assert!(s.catchup(None, Instant::now()).pending.is_empty());
+        assert_eq!(s.expire(Instant::now()), vec!["q2".to_owned()]);
+        assert_eq!(s.pending_count(), 0);
+    }
+
+    #[test]
+    fn questions_of_an_ended_turn_are_withdrawn_and_clear_returns_the_rest() {
+        let mut s = Stream::new(100, 1 << 20);
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"a","method":"confirm"}"#,
+        );
+        let turn = push(&mut s, r#"{"type":"agent_start"}"#).unwrap_or(0);
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"b","method":"input","timeout":60000}"#,
+        );
+        assert!(s.next_deadline().is_some());
+        assert_eq!(s.withdraw_after(turn), vec!["b".to_owned()]);
+        assert_eq!(s.next_deadline(), None);
+        assert_eq!(s.clear_pending(), vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn the_end_of_a_turn_withdraws_only_that_turns_questions() {
+        let mut s = Stream::new(100, 1 << 20);
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"a","method":"confirm"}"#,
+        );
+        let start = push(&mut s, r#"{"type":"agent_start"}"#);
+        assert!(s.track_turn(Some("agent_start"), start).is_empty());
+        push(
+            &mut s,
+            r#"{"type":"extension_ui_request","id":"b","method":"select"}"#,
+        );
+        let other = push(&mut s, r#"{"type":"message_update"}"#);
+        assert!(s.track_turn(Some("message_update"), other).is_empty());
+        let end = push(&mut s, r#"{"type":"agent_end"}"#);
+        assert_eq!(s.track_turn(Some("agent_end"), end), vec!["b".to_owned()]);
+        assert_eq!(s.pending_count(), 1);
     }
 }

@@ -132,7 +132,10 @@ impl SessionTask {
             let writing = self.agent.inp.writing();
             let reaping = self.agent.exit.waiting();
             let drain_until = self.agent.exit.drain_deadline();
-            let next_timer = self.timers.next_deadline();
+            let next_timer = match (self.timers.next_deadline(), self.stream.next_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let flow = tokio::select! {
                 biased;
                 ctrl = self.ctrl_rx.recv() => match ctrl {
@@ -293,7 +296,7 @@ impl SessionTask {
 
     fn hello(&self) -> serde_json::Value {
         let adapter = self.run.as_ref().map(|r| &r.adapter.info);
-        let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions"];
+        let mut caps: Vec<&str> = vec!["seq", "replay", "pending-questions", "question-resolved"];
         caps.extend(self.deps.capabilities.iter().copied());
         if let Some(info) = adapter {
             caps.extend(info.capabilities.iter().map(|c| c.as_str()));
@@ -346,9 +349,9 @@ impl SessionTask {
     /// (SIGTERM, SIGKILL after the grace) and wait for it to end.
     async fn stop(&mut self, status: Status, code: u16, reason: &'static str) {
         self.handle.lock().status = status;
+        self.resolve_all("cancelled");
         self.close_clients(code, reason);
         self.timers.clear();
-        self.stream.clear_pending();
         let Some(run) = self.run.take() else { return };
         // Closing stdin lets a well-behaved agent exit on EOF by itself;
         // its output is no longer read.
@@ -470,6 +473,14 @@ impl SessionTask {
         add(&m.records_agent_to_client, 1);
         add(&m.bytes_agent_to_client, text.len() as u64);
         self.clients.publish(text, seq);
+        // After the record itself: what it resolves follows it, in order.
+        for id in self
+            .stream
+            .track_turn(head.as_ref().and_then(|h| h.kind.as_deref()), seq)
+        {
+            self.resolved(&id, "cancelled");
+        }
+        self.sync_pending();
     }
 
     /// Delivers the step's records to every client (one batch each).
@@ -512,7 +523,9 @@ impl SessionTask {
         if record.head.kind.as_deref() == Some("extension_ui_response")
             && let Some(id) = &record.head.id
         {
-            self.stream.answered(id);
+            if self.stream.answered(id) {
+                self.resolved(id, "answered");
+            }
             self.timers.answered(id);
         }
         let Some(run) = self.run.as_mut() else { return };
@@ -623,6 +636,7 @@ impl SessionTask {
         } else {
             tracing::warn!(session = %self.handle.id, exit_code = ?code, signal = ?signal, "session crashed: agent exited");
         }
+        self.resolve_all("cancelled");
         self.publish(Text::from(event.to_string()));
         let reason = if trap.is_some() {
             "adapter failed"
@@ -631,7 +645,6 @@ impl SessionTask {
         };
         self.close_clients(1011, reason);
         self.timers.clear();
-        self.stream.clear_pending();
         if let Some(n) = &self.deps.notifier {
             n.crashed(
                 &self.handle.id,
@@ -644,9 +657,40 @@ impl SessionTask {
         run.remove_files();
     }
 
+    // ----- question resolution (12.1) ------------------------------------
+
+    /// `amarre.question_resolved` for a question that stopped being pending.
+    fn resolved(&mut self, id: &str, reason: &str) {
+        let record = serde_json::json!({
+            "type": "amarre.question_resolved",
+            "id": id,
+            "reason": reason,
+        });
+        self.timers.answered(id);
+        self.publish(Text::from(record.to_string()));
+        self.sync_pending();
+    }
+
+    /// Every pending question stops being pending (crash, delete, shutdown).
+    fn resolve_all(&mut self, reason: &str) {
+        for id in self.stream.clear_pending() {
+            self.resolved(&id, reason);
+        }
+        self.sync_pending();
+    }
+
+    fn sync_pending(&self) {
+        self.handle
+            .pending_questions
+            .store(self.stream.pending_count(), Ordering::Relaxed);
+    }
+
     // ----- push timers -----------------------------------------------------
 
     fn on_timers(&mut self) {
+        for id in self.stream.expire(Instant::now()) {
+            self.resolved(&id, "timeout");
+        }
         let grace_ms = self.timers.grace().as_millis() as u64;
         for timer in self.timers.due(Instant::now()) {
             let last_text = self.handle.last_client_text_ms.load(Ordering::Relaxed);

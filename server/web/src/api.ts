@@ -1,0 +1,69 @@
+// REST calls of the public protocol (PROTOCOL.md section 3 and 12.1).
+
+export type Summary = {
+  id: string;
+  name: string | null;
+  instanceId: string;
+  status: "running" | "crashed" | "stopped";
+  agent: string;
+  spawnedAt: number;
+  clients: number;
+  cwd?: string | null;
+  pendingQuestions?: number;
+  exitCode?: number | null;
+  signal?: string | null;
+};
+
+export type Instance = { id: string; agent: string };
+export type AdapterEntry = { instance: string; name: string; available?: boolean; problem?: string | null };
+
+/** A failed call: `status` 0 when the daemon could not be reached. */
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public body: Record<string, unknown>,
+  ) {
+    super(describe(status, body));
+  }
+}
+
+function describe(status: number, body: Record<string, unknown>): string {
+  if (status === 0) return "The daemon cannot be reached.";
+  const code = typeof body.error === "string" ? body.error : `HTTP ${status}`;
+  const detail = typeof body.detail === "string" ? `: ${body.detail}` : "";
+  return `${code}${detail}`;
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let resp: Response;
+  try {
+    resp = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, {});
+  }
+  if (resp.status === 204) return undefined as T;
+  const text = await resp.text();
+  let parsed: unknown = {};
+  try {
+    parsed = text ? JSON.parse(text) : {};
+  } catch {
+    parsed = { error: text.slice(0, 200) };
+  }
+  if (!resp.ok) throw new ApiError(resp.status, (parsed ?? {}) as Record<string, unknown>);
+  return parsed as T;
+}
+
+export const api = {
+  sessions: () => call<Summary[]>("GET", "/sessions"),
+  session: (id: string) => call<Summary>("GET", `/sessions/${encodeURIComponent(id)}`),
+  instances: () => call<Instance[]>("GET", "/instances"),
+  adapters: () => call<AdapterEntry[]>("GET", "/adapters"),
+  create: (body: { instanceId?: string; name?: string; cwd?: string }) => call<Summary>("POST", "/sessions", body),
+  restart: (id: string) => call<Summary>("POST", `/sessions/${encodeURIComponent(id)}/restart`),
+  remove: (id: string) => call<void>("DELETE", `/sessions/${encodeURIComponent(id)}`),
+};
