@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::spawn::visible_env;
+use super::spawn::{visible_env, work_dir};
 use crate::adapter::SpawnRequest;
 use crate::adapter::policy::{self, OperatorPrograms, SpawnRefusal};
 use crate::instances::Instance;
@@ -27,6 +27,8 @@ pub(crate) async fn problem(
         env: visible_env(&adapter, daemon_env, config, &BTreeMap::new()),
         command: config.command.clone(),
         args: config.args.clone(),
+        work_dir: work_dir(None),
+        resume_token: None,
     };
     let spec = match adapter.instantiate().await {
         Ok(mut inst) => match inst.spawn(&request).await {

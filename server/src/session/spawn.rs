@@ -111,9 +111,9 @@ pub fn state_dir(files_root: &Path, session_id: &str) -> PathBuf {
 
 /// The absolute directory the agent runs in: the session's cwd, else the
 /// daemon's own.
-fn work_dir(options: &SessionOptions) -> String {
-    match &options.cwd {
-        Some(cwd) => cwd.clone(),
+pub(crate) fn work_dir(cwd: Option<&str>) -> String {
+    match cwd {
+        Some(cwd) => cwd.to_owned(),
         None => std::env::current_dir()
             .map(|d| d.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "/".to_owned()),
@@ -134,7 +134,7 @@ pub async fn start(
         policy::check_cwd(cwd)?;
     }
     let request = SpawnRequest {
-        work_dir: work_dir(options),
+        work_dir: work_dir(options.cwd.as_deref()),
         resume_token,
         session_id: session_id.to_owned(),
         instance_id: instance.id.clone(),
