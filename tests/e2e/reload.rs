@@ -230,12 +230,15 @@ async fn reload_answers_200_when_nothing_changed_and_only_rereads_its_own_path()
 
 #[tokio::test]
 async fn reloading_repeatedly_under_a_flood_loses_and_reorders_nothing() {
-    // Generous client queues: this test is about reloads, and its debug-build
-    // clients must not be closed as slow readers while the cores are busy.
+    // Generous client queues and adapter call budget: this test is about
+    // reloads, and neither its debug-build clients nor the adapter's calls
+    // may be cut short (a slow reader closed, a call over 50 ms trapped)
+    // while the cores are busy with other tests.
     let s = setup(
         "fixture-handover",
         &[
             ("AMARRE_RELOAD_WATCH", "0"),
+            ("AMARRE_ADAPTER_CALL_MS", "5000"),
             ("AMARRE_CLIENT_QUEUE_RECORDS", "100000"),
             ("AMARRE_CLIENT_QUEUE_BYTES", "67108864"),
         ],
@@ -263,7 +266,7 @@ async fn reloading_repeatedly_under_a_flood_loses_and_reorders_nothing() {
             tokio::spawn(async move {
                 for i in 0..count {
                     let v = ws.recv_json("flood record during reloads").await;
-                    assert_eq!(v["i"], i, "in order, none lost");
+                    assert_eq!(v["i"], i, "in order, none lost: {v}");
                 }
                 ws
             })
