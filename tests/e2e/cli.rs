@@ -662,7 +662,7 @@ async fn the_token_comes_from_the_flag_file_the_variable_or_the_local_file_and_t
     let file = dir.path().join("tok");
     std::fs::write(&file, "s3cret\n").unwrap();
     let home = dir.path().join("home");
-    std::fs::create_dir_all(home.join(".local/state/amarre")).unwrap();
+    std::fs::create_dir_all(home.join(".config/amarre")).unwrap();
     let home_s = home.display().to_string();
     let no_xdg: [(&str, &str); 3] = [
         ("HOME", &home_s),
@@ -706,7 +706,7 @@ async fn the_token_comes_from_the_flag_file_the_variable_or_the_local_file_and_t
         "{err}"
     );
     // The local daemon's token file (a loopback URL counts as local).
-    std::fs::write(home.join(".local/state/amarre/token"), "s3cret").unwrap();
+    std::fs::write(home.join(".config/amarre/token"), "s3cret").unwrap();
     let (code, _, err) = cli(&["send", "s", "x", "--url", &url], &no_xdg).await;
     assert_eq!(code, 5, "{err}");
     // The WebSocket upgrade carries it too.
