@@ -1,5 +1,7 @@
 // REST calls of the public protocol (PROTOCOL.md section 3 and 12.1).
 
+import { currentToken, unauthorized } from "./auth";
+
 export type Summary = {
   id: string;
   name: string | null;
@@ -34,18 +36,27 @@ function describe(status: number, body: Record<string, unknown>): string {
   return `${code}${detail}`;
 }
 
+function headers(json: boolean): Record<string, string> {
+  const h: Record<string, string> = {};
+  if (json) h["content-type"] = "application/json";
+  const t = currentToken();
+  if (t) h.authorization = `Bearer ${t}`;
+  return h;
+}
+
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   let resp: Response;
   try {
     resp = await fetch(path, {
       method,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers: headers(body !== undefined),
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
     });
   } catch {
     throw new ApiError(0, {});
   }
+  if (resp.status === 401) unauthorized();
   if (resp.status === 204) return undefined as T;
   const text = await resp.text();
   let parsed: unknown = {};

@@ -5,6 +5,7 @@
 // are sent once, in order, after the next open.
 
 import { api } from "./api";
+import { currentToken, unauthorized } from "./auth";
 import type { Rec } from "./reducer";
 
 export type ConnState = "connecting" | "connected" | "reconnecting" | "offline" | "ended";
@@ -90,7 +91,9 @@ export class Connection {
   private url(): string {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const since = this.lastSeq();
-    return `${scheme}://${location.host}/sessions/${encodeURIComponent(this.id)}?hello=1&seq=1&since=${since}`;
+    const t = currentToken();
+    const auth = t ? `&token=${encodeURIComponent(t)}` : "";
+    return `${scheme}://${location.host}/sessions/${encodeURIComponent(this.id)}?hello=1&seq=1&since=${since}${auth}`;
   }
 
   private schedule(delay: number) {
@@ -134,9 +137,11 @@ export class Connection {
         if (rec && typeof rec === "object" && !Array.isArray(rec)) this.ev.record(rec as Rec);
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      // The daemon's token changed: this page must be paired again.
+      if (ev.code === 1008 && ev.reason === "token rotated") unauthorized();
       this.dropped();
     };
   }

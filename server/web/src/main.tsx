@@ -1,6 +1,10 @@
 import { render } from "preact";
 import { App } from "./app";
+import { takeFragmentToken } from "./auth";
 import "./style.css";
+
+// A pairing link (`/app/#token=…`): keep the token, clear the address bar.
+takeFragmentToken();
 
 const root = document.getElementById("root");
 if (root) render(<App />, root);
