@@ -42,7 +42,8 @@ before(async () => {
   // The work tree now differs: a line added, a file deleted, one untracked.
   writeFileSync(join(repo, "src", "notes.txt"), "one\ntwo\nthe added line\nthree\n");
   rmSync(join(repo, "gone.txt"));
-  writeFileSync(join(repo, "fresh.txt"), "brand new\n");
+  writeFileSync(join(repo, "fresh.txt"), `brand new ${"long-word-".repeat(40)}end\n`);
+  writeFileSync(join(repo, "blob.bin"), Buffer.from([0, 1, 2, 255, 0, 7]));
   daemon = await startDaemon(fakeInstances());
   browser = await startBrowser();
 });
@@ -76,6 +77,8 @@ describe("the Changes view", () => {
     assert.match(await goneRow.innerText(), /deleted[\s\S]*\+0[\s\S]*−1/);
     const freshRow = files.getByRole("listitem").filter({ has: page.getByRole("link", { name: "fresh.txt", exact: true }) });
     assert.match(await freshRow.innerText(), /untracked/);
+    const blobRow = files.getByRole("listitem").filter({ has: page.getByRole("link", { name: "blob.bin", exact: true }) });
+    assert.match(await blobRow.innerText(), /binary/);
     await screenshot(page, "changes");
 
     // The diff of one file: the added line is a button, coloured as an addition.
@@ -91,6 +94,19 @@ describe("the Changes view", () => {
     await page.locator(".full-file").filter({ hasText: "the added line" }).waitFor();
     assert.equal(await page.locator(".full-file").innerText(), "one\ntwo\nthe added line\nthree\n");
     await page.getByRole("button", { name: "Diff" }).click();
+
+    // A binary file's full view says so; a long line wraps within a phone's width.
+    await page.getByRole("button", { name: "‹ Files" }).click();
+    await files.getByRole("link", { name: "blob.bin", exact: true }).click();
+    await page.getByRole("button", { name: "Full file" }).click();
+    await page.getByText("binary file", { exact: true }).waitFor();
+    await page.getByRole("button", { name: "‹ Files" }).click();
+    await files.getByRole("link", { name: "fresh.txt", exact: true }).click();
+    await page.getByRole("button", { name: /brand new long-word-/ }).waitFor();
+    const widths = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    assert.ok(widths[0] <= widths[1], `the page overflows a phone: ${widths}`);
+    await page.getByRole("button", { name: "‹ Files" }).click();
+    await files.getByRole("link", { name: "src/notes.txt", exact: true }).click();
 
     // Select the line, comment: the composer holds path:line and the quoted line.
     await page.getByRole("button", { name: "the added line" }).click();
