@@ -78,3 +78,42 @@ export const api = {
   restart: (id: string) => call<Summary>("POST", `/sessions/${encodeURIComponent(id)}/restart`),
   remove: (id: string) => call<void>("DELETE", `/sessions/${encodeURIComponent(id)}`),
 };
+
+/** One file of `GET /sessions/{id}/changes` (PROTOCOL.md, 2.4.0: review). */
+export type ChangedFile = {
+  path: string;
+  status: "modified" | "added" | "deleted" | "renamed" | "untracked";
+  oldPath?: string;
+  insertions: number;
+  deletions: number;
+  binary: boolean;
+};
+export type Changes = { cwd: string; repository: boolean; branch: string | null; head: string | null; files: ChangedFile[] };
+
+/** A text route of the review (`/diff`, `/file`): the body and its type. */
+async function text(path: string): Promise<{ body: string; binary: boolean }> {
+  let resp: Response;
+  try {
+    resp = await fetch(path, { cache: "no-store" });
+  } catch {
+    throw new ApiError(0, {});
+  }
+  if (!resp.ok) {
+    let parsed: Record<string, unknown> = {};
+    try {
+      parsed = await resp.json();
+    } catch {
+      parsed = {};
+    }
+    throw new ApiError(resp.status, parsed);
+  }
+  const type = resp.headers.get("content-type") ?? "";
+  if (type.startsWith("application/octet-stream")) return { body: "", binary: true };
+  return { body: await resp.text(), binary: false };
+}
+
+export const review = {
+  changes: (id: string) => call<Changes>("GET", `/sessions/${encodeURIComponent(id)}/changes`),
+  diff: (id: string, path: string) => text(`/sessions/${encodeURIComponent(id)}/diff?path=${encodeURIComponent(path)}`),
+  file: (id: string, path: string) => text(`/sessions/${encodeURIComponent(id)}/file?path=${encodeURIComponent(path)}`),
+};

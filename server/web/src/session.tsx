@@ -3,6 +3,7 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, type Summary } from "./api";
 import { go } from "./app";
+import { ChangesView } from "./changes";
 import { type ConnState, Connection } from "./conn";
 import { renderMarkdown } from "./markdown";
 import {
@@ -40,6 +41,9 @@ export function SessionPage({ id }: { id: string }) {
   const [actionError, setActionError] = useState<string | null>(null);
   const connRef = useRef<Connection | null>(null);
   const [epoch, setEpoch] = useState(0);
+  const [tab, setTab] = useState<"conversation" | "changes">("conversation");
+  const [turns, setTurns] = useState(0);
+  const [draft, setDraft] = useState<{ text: string; n: number } | null>(null);
 
   const refresh = async () => {
     try {
@@ -54,6 +58,7 @@ export function SessionPage({ id }: { id: string }) {
   useEffect(() => {
     refresh();
     const apply = (r: Rec) => {
+      if (r.type === "agent_end") setTurns((t) => t + 1);
       setView((v) => {
         const next = reduce(v, r);
         if (next.needsHistory && !v.needsHistory) {
@@ -157,14 +162,33 @@ export function SessionPage({ id }: { id: string }) {
           {actionError}
         </p>
       )}
-      <Conversation items={view.items} running={view.running} />
+      <div class="tabs" role="tablist" aria-label="Views">
+        <button type="button" role="tab" aria-selected={tab === "conversation"} onClick={() => setTab("conversation")}>
+          Conversation
+        </button>
+        <button type="button" role="tab" aria-selected={tab === "changes"} onClick={() => setTab("changes")}>
+          Changes
+        </button>
+      </div>
+      {tab === "changes" ? (
+        <ChangesView
+          id={id}
+          epoch={turns}
+          onComment={(text) => {
+            setDraft((d) => ({ text, n: (d?.n ?? 0) + 1 }));
+            setTab("conversation");
+          }}
+        />
+      ) : (
+        <Conversation items={view.items} running={view.running} />
+      )}
       <div class="questions">
         {view.questions.map((q) => (
           <QuestionCard key={q.id} q={q} answer={answer} />
         ))}
       </div>
       <Toasts toasts={view.toasts} dismiss={(k) => setView((v) => dropToast(v, k))} />
-      <Compose running={view.running} onSend={prompt} onStop={() => send({ type: "abort", id: requestId("abort") })} />
+      <Compose draft={draft} running={view.running} onSend={prompt} onStop={() => send({ type: "abort", id: requestId("abort") })} />
     </div>
   );
 }
@@ -352,8 +376,29 @@ function Toasts({ toasts, dismiss }: { toasts: View["toasts"]; dismiss: (k: stri
   );
 }
 
-function Compose({ running, onSend, onStop }: { running: boolean; onSend: (t: string) => void; onStop: () => void }) {
+function Compose({
+  draft,
+  running,
+  onSend,
+  onStop,
+}: {
+  draft: { text: string; n: number } | null;
+  running: boolean;
+  onSend: (t: string) => void;
+  onStop: () => void;
+}) {
   const [text, setText] = useState("");
+  const box = useRef<HTMLTextAreaElement>(null);
+  // A comment from the Changes view: the box is filled and focused.
+  useEffect(() => {
+    if (!draft) return;
+    setText(draft.text);
+    const el = box.current;
+    if (el) {
+      el.focus();
+      el.setSelectionRange(draft.text.length, draft.text.length);
+    }
+  }, [draft]);
   const submit = (e?: Event) => {
     e?.preventDefault();
     const t = text.trim();
@@ -364,6 +409,7 @@ function Compose({ running, onSend, onStop }: { running: boolean; onSend: (t: st
   return (
     <form class="compose" onSubmit={submit}>
       <textarea
+        ref={box}
         aria-label="Message"
         rows={2}
         value={text}
