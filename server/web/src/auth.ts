@@ -4,13 +4,18 @@
 // (`Authorization: Bearer`) and every WebSocket URL (`token=`). A 401, or a
 // socket closed with 1008 `token rotated`, asks for pairing again.
 
-const KEY = `amarre.token:${location.origin}`;
+/** The storage key of this daemon's token; read when used, so the module
+ * also loads where there is no page (unit tests). */
+function key(): string {
+  return `amarre.token:${location.origin}`;
+}
+
 /** The token given on this page, for when storage refuses it. */
 let current: string | null = null;
 
 export function token(): string | null {
   try {
-    return localStorage.getItem(KEY);
+    return localStorage.getItem(key());
   } catch {
     return null;
   }
@@ -18,7 +23,7 @@ export function token(): string | null {
 
 export function storeToken(t: string) {
   try {
-    localStorage.setItem(KEY, t);
+    localStorage.setItem(key(), t);
   } catch {
     // Storage refused (e.g. a private window's quota): the token still
     // works for this page through `current`.
