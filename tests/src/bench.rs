@@ -1,8 +1,8 @@
 //! The benchmark behind `amarre-bench` (docs/PERFORMANCE.md): relay loops
 //! over REST and WebSockets against any server speaking the amarre protocol
-//! (given an instance whose agent echoes lines), the same loops straight
-//! over a `cat` child's pipes (the physical limit), the daemon's memory and
-//! start-up time, and adapter translation costs through the real host.
+//! (given an instance whose agent echoes lines; the floors they are
+//! compared with are in [`crate::floor`]), the daemon's memory and start-up
+//! time, and adapter translation costs through the real host.
 //!
 //! Records are `{"i":N,"p":"xxx..."}` padded to the requested size; the
 //! receivers read `i` from the record's prefix (no JSON parse) and check
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -91,7 +90,15 @@ impl Target {
     }
 
     pub async fn connect(&self, id: &str) -> Result<Ws, String> {
-        let ws_url = format!("{}/sessions/{id}", self.url.replacen("http", "ws", 1));
+        self.connect_query(id, "").await
+    }
+
+    /// [`Target::connect`] with a query string (`?since=0`, ...).
+    pub async fn connect_query(&self, id: &str, query: &str) -> Result<Ws, String> {
+        let ws_url = format!(
+            "{}/sessions/{id}{query}",
+            self.url.replacen("http", "ws", 1)
+        );
         // Nagle off, as a latency-sensitive client would have it.
         let (ws, _) = tokio_tungstenite::connect_async_with_config(&ws_url, None, true)
             .await
@@ -319,6 +326,63 @@ pub async fn sessions(
     })
 }
 
+/// Reads `i` from a record anywhere in it (after an added `_seq`).
+pub fn index_in(text: &[u8]) -> Option<u64> {
+    let at = text.windows(4).position(|w| w == b"\"i\":")?;
+    let rest = &text[at + 4..];
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// A session whose replay buffer holds `n` records of `size` bytes (sent
+/// by a first client, `window` at a time, which then closes); then a client
+/// reconnects with `?since=0`. Microseconds from its connect to the last
+/// replayed record, every record checked once and in order.
+pub async fn reconnect(target: &Target, n: u64, size: usize, window: u64) -> Result<f64, String> {
+    let id = target.create().await?;
+    let mut filler = target.connect(&id).await?;
+    let mut i = 0;
+    while i < n {
+        let burst = (n - i).min(window);
+        for k in i..i + burst {
+            filler
+                .feed(Message::text(record(k, size)))
+                .await
+                .map_err(|e| fail("send", e))?;
+        }
+        filler.flush().await.map_err(|e| fail("flush", e))?;
+        for k in i..i + burst {
+            let got = next_text(&mut filler).await?;
+            if index_of(&got) != Some(k) {
+                return Err(format!("reconnect: filling, expected record {k}"));
+            }
+        }
+        i += burst;
+    }
+    let _ = filler.close(None).await;
+    let t = Instant::now();
+    let mut ws = target.connect_query(&id, "?since=0").await?;
+    let mut expected = 0;
+    while expected < n {
+        let got = next_text(&mut ws).await?;
+        // `amarre.hello` comes first and carries no `_seq`.
+        if !got.starts_with(b"{\"_seq\"") && got.windows(12).any(|w| w == b"amarre.hello") {
+            continue;
+        }
+        if index_in(&got) != Some(expected) {
+            return Err(format!(
+                "reconnect: expected record {expected}, got {}",
+                String::from_utf8_lossy(&got[..got.len().min(120)])
+            ));
+        }
+        expected += 1;
+    }
+    let micros = t.elapsed().as_secs_f64() * 1e6;
+    let _ = ws.close(None).await;
+    target.delete(&id).await;
+    Ok(micros)
+}
+
 /// POST /sessions to the first echo; microseconds each.
 pub async fn spawn(target: &Target, k: usize) -> Result<Vec<f64>, String> {
     let mut out = Vec::new();
@@ -341,82 +405,6 @@ pub async fn spawn(target: &Target, k: usize) -> Result<Vec<f64>, String> {
         target.delete(&id).await;
     }
     Ok(out)
-}
-
-/// The same loops straight over a `cat` child's pipes.
-pub mod baseline {
-    use super::*;
-
-    fn cat() -> tokio::process::Child {
-        tokio::process::Command::new("cat")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn cat")
-    }
-
-    pub async fn latency(n: u64, size: usize) -> Vec<f64> {
-        let mut child = cat();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut out = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let mut rec = record(i, size);
-            rec.push('\n');
-            let t = Instant::now();
-            stdin.write_all(rec.as_bytes()).await.unwrap();
-            let line = lines.next_line().await.unwrap().unwrap();
-            out.push(t.elapsed().as_secs_f64() * 1e6);
-            assert_eq!(index_of(line.as_bytes()), Some(i));
-        }
-        out
-    }
-
-    pub async fn throughput(n: u64, size: usize, window: u64) -> Flow {
-        let mut child = cat();
-        let mut stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let progress = Arc::new(Progress::default());
-        let p = progress.clone();
-        let t = Instant::now();
-        let reader = tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            let mut expected = 0;
-            while expected < n {
-                let line = lines.next_line().await.unwrap().unwrap();
-                assert_eq!(index_of(line.as_bytes()), Some(expected));
-                expected += 1;
-                p.set(expected);
-            }
-        });
-        let mut i = 0;
-        let mut buf = Vec::new();
-        while i < n {
-            let done = progress.get();
-            if i - done >= window {
-                let notified = progress.changed.notified();
-                if progress.get() == done {
-                    notified.await;
-                }
-                continue;
-            }
-            buf.clear();
-            let burst = (window - (i - done)).min(n - i).min(64);
-            for _ in 0..burst {
-                buf.extend_from_slice(record(i, size).as_bytes());
-                buf.push(b'\n');
-                i += 1;
-            }
-            stdin.write_all(&buf).await.unwrap();
-        }
-        reader.await.unwrap();
-        Flow {
-            records: n,
-            bytes: n * size as u64,
-            seconds: t.elapsed().as_secs_f64(),
-        }
-    }
 }
 
 /// Memory and start-up of a daemon process.

@@ -5,3 +5,4 @@ pub mod bench;
 pub mod fake_expo;
 pub mod fake_llm;
 pub mod fake_openai;
+pub mod floor;

@@ -220,7 +220,7 @@ async fn read_loop(
                     let record = Inbound {
                         line: bytes.slice_ref(line.as_bytes()),
                         head,
-                        _bytes: None,
+                        charged: 0,
                     };
                     if !handle.send(record).await {
                         return None;

@@ -19,6 +19,7 @@
 
 mod agent;
 pub(crate) mod availability;
+mod budget;
 mod clients;
 pub(crate) mod framing;
 mod handover;
@@ -165,9 +166,10 @@ struct State {
 pub(crate) struct Inbound {
     pub(crate) line: Bytes,
     pub(crate) head: record::Head,
-    /// Its share of the inbound byte budget, given back when the session
-    /// task has taken the record.
-    pub(crate) _bytes: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// What it charged against the inbound byte budget (set by
+    /// [`SessionHandle::send`]), given back by the session task once per
+    /// batch of records it took.
+    pub(crate) charged: usize,
 }
 
 /// What a client asked for in the WebSocket URL (section 11).
@@ -277,7 +279,7 @@ pub struct SessionHandle {
     inbound: mpsc::Sender<Inbound>,
     /// Bytes of client records on their way to the session task: the
     /// inbound queue is bounded in bytes as well as in records.
-    inbound_bytes: Arc<tokio::sync::Semaphore>,
+    inbound_bytes: budget::ByteBudget,
     /// The adapter version serving the running agent (None when not running).
     adapter: Mutex<Option<Arc<crate::adapter::Adapter>>>,
     deps: Arc<Deps>,
@@ -365,16 +367,16 @@ impl SessionHandle {
     /// stdin queue is full (backpressure). False when the session is gone.
     pub(crate) async fn send(&self, mut record: Inbound) -> bool {
         // A record larger than the whole budget takes all of it.
-        let want = record
-            .line
-            .len()
-            .clamp(1, self.deps.limits.stdin_queue_bytes.max(1))
-            .min(u32::MAX as usize) as u32;
-        let Ok(permit) = self.inbound_bytes.clone().acquire_many_owned(want).await else {
+        let want = self.inbound_bytes.charge(record.line.len());
+        if !self.inbound_bytes.acquire(want).await {
             return false;
-        };
-        record._bytes = Some(permit);
-        self.inbound.send(record).await.is_ok()
+        }
+        record.charged = want;
+        if self.inbound.send(record).await.is_err() {
+            self.inbound_bytes.release(want);
+            return false;
+        }
+        true
     }
 
     /// Reports a delivered awaiting-input push (from the push dispatcher).
@@ -549,7 +551,7 @@ impl Sessions {
             pending_questions: AtomicUsize::new(0),
             ctrl: ctrl_tx,
             inbound: in_tx,
-            inbound_bytes: Arc::new(tokio::sync::Semaphore::new(deps.limits.stdin_queue_bytes)),
+            inbound_bytes: budget::ByteBudget::new(deps.limits.stdin_queue_bytes),
             adapter: Mutex::new(None),
             deps: deps.clone(),
         });

@@ -57,6 +57,17 @@ pub(super) struct SessionTask {
     clients: Clients,
     stream: Stream,
     timers: PushTimers,
+    _budget: CloseBudget,
+}
+
+/// Closes the session's inbound byte budget when the task ends (also by a
+/// panic), so that a socket reader waiting for room gives up.
+struct CloseBudget(Arc<SessionHandle>);
+
+impl Drop for CloseBudget {
+    fn drop(&mut self) {
+        self.0.inbound_bytes.close();
+    }
 }
 
 async fn sleep_opt(deadline: Option<Instant>) {
@@ -85,6 +96,7 @@ impl SessionTask {
                 limits.client_stall,
             ),
             timers: PushTimers::new(deps.notifier.is_some(), deps.push_grace),
+            _budget: CloseBudget(handle.clone()),
             handle,
             ctrl_rx,
             inbound_rx,
@@ -153,6 +165,7 @@ impl SessionTask {
                     ControlFlow::Continue(())
                 }
                 Some(record) = self.inbound_rx.recv(), if taking_input => {
+                    let mut charged = record.charged;
                     self.on_inbound(record).await;
                     // Take what else is queued now, so that one write
                     // carries many records.
@@ -161,10 +174,16 @@ impl SessionTask {
                             break;
                         }
                         match self.inbound_rx.try_recv() {
-                            Ok(record) => self.on_inbound(record).await,
+                            Ok(record) => {
+                                charged += record.charged;
+                                self.on_inbound(record).await
+                            }
                             Err(_) => break,
                         }
                     }
+                    // The batch's bytes are in the stdin queue now (bounded
+                    // by its own limit): one release for all of them.
+                    self.handle.inbound_bytes.release(charged);
                     ControlFlow::Continue(())
                 }
                 status = self.agent.exit.wait(), if reaping => {

@@ -3,7 +3,11 @@
 //! - `all`: starts the daemon itself and runs everything below, R times.
 //! - `relay --url URL [--instance ID] [--pid PID]`: the relay loops against
 //!   any server speaking the amarre protocol whose instance echoes lines.
-//! - `baseline`: the same loops straight over a `cat` child's pipes.
+//! - `baseline`: the floors: the same loops straight over a `cat` child's
+//!   pipes (blocking I/O on dedicated threads) and through a minimal
+//!   WebSocket echo server (`ws-echo`, started as a child).
+//! - `compare A B`: the relay suite for two daemon binaries, alternating
+//!   rounds in one run, with the floors, each figure's ratio.
 //! - `translate`: per-record adapter cost through the real host.
 //! - `languages`: the redact adapter in JavaScript next to its Rust twin.
 
@@ -11,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use amarre_e2e::bench::{self, Target, daemon, percentile, sorted, spread, translate};
+use amarre_e2e::floor;
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -55,8 +60,27 @@ enum Cmd {
         #[arg(long, default_value = ALL_LOOPS)]
         loops: String,
     },
-    /// The loops over a `cat` child's pipes.
+    /// The floors: the loops over a `cat` child's pipes (blocking I/O) and
+    /// through a minimal WebSocket echo server.
     Baseline,
+    /// The relay suite for two daemon binaries, alternating rounds in one
+    /// run (A then B, then B then A, ...), with the floors measured in the
+    /// same rounds; prints each figure for both, B/A, and each against the
+    /// floors.
+    Compare {
+        /// The "before" daemon binary.
+        a: PathBuf,
+        /// The "after" daemon binary.
+        b: PathBuf,
+        /// Only these loops (comma list of latency, throughput, fanout,
+        /// sessions, spawn, reconnect).
+        #[arg(long, default_value = ALL_LOOPS)]
+        loops: String,
+    },
+    /// The minimal WebSocket echo server of the floor (started by the
+    /// bench itself; prints its URL, stops when its stdin closes).
+    #[command(hide = true)]
+    WsEcho,
     /// Translator cost per record through the host.
     Translate,
     /// The redact adapter in JavaScript next to its Rust twin: size,
@@ -86,6 +110,7 @@ struct Sizes {
     sessions: usize,
     per_session: u64,
     spawns: usize,
+    replay: u64,
 }
 
 const SIZES: Sizes = Sizes {
@@ -97,6 +122,7 @@ const SIZES: Sizes = Sizes {
     sessions: 8,
     per_session: 20_000,
     spawns: 20,
+    replay: 10_000,
 };
 
 #[derive(Default)]
@@ -110,9 +136,25 @@ struct Relay {
     sess_rps: Vec<f64>,
     spawn_p50: Vec<f64>,
     spawn_p99: Vec<f64>,
+    reconnect_ms: Vec<f64>,
 }
 
-const ALL_LOOPS: &str = "latency,throughput,fanout,sessions,spawn";
+impl Relay {
+    fn extend(&mut self, other: Relay) {
+        self.p50.extend(other.p50);
+        self.p99.extend(other.p99);
+        self.p999.extend(other.p999);
+        self.rps.extend(other.rps);
+        self.mbps.extend(other.mbps);
+        self.fan_rps.extend(other.fan_rps);
+        self.sess_rps.extend(other.sess_rps);
+        self.spawn_p50.extend(other.spawn_p50);
+        self.spawn_p99.extend(other.spawn_p99);
+        self.reconnect_ms.extend(other.reconnect_ms);
+    }
+}
+
+const ALL_LOOPS: &str = "latency,throughput,fanout,sessions,spawn,reconnect";
 
 async fn relay_runs(
     target: &Target,
@@ -155,102 +197,229 @@ async fn relay_runs(
             r.spawn_p50.push(percentile(&sp, 50.0) / 1000.0);
             r.spawn_p99.push(percentile(&sp, 99.0) / 1000.0);
         }
+        if on("reconnect") {
+            let us = bench::reconnect(target, SIZES.replay, size, SIZES.window).await?;
+            r.reconnect_ms.push(us / 1000.0);
+        }
     }
     Ok(r)
 }
 
+/// The blocking-pipe floor.
+#[derive(Default)]
 struct Base {
     p50: Vec<f64>,
     p99: Vec<f64>,
     p999: Vec<f64>,
     rps: Vec<f64>,
     mbps: Vec<f64>,
+    spawn_p50: Vec<f64>,
+    spawn_p99: Vec<f64>,
 }
 
-async fn baseline_runs(runs: usize, size: usize) -> Base {
-    let mut b = Base {
-        p50: vec![],
-        p99: vec![],
-        p999: vec![],
-        rps: vec![],
-        mbps: vec![],
-    };
-    for _ in 0..runs {
-        let lat = sorted(bench::baseline::latency(SIZES.latency, size).await);
-        b.p50.push(percentile(&lat, 50.0));
-        b.p99.push(percentile(&lat, 99.0));
-        b.p999.push(percentile(&lat, 99.9));
-        let flow = bench::baseline::throughput(SIZES.throughput, size, SIZES.window).await;
-        b.rps.push(flow.rps());
-        b.mbps.push(flow.mbps());
+impl Base {
+    fn extend(&mut self, other: Base) {
+        self.p50.extend(other.p50);
+        self.p99.extend(other.p99);
+        self.p999.extend(other.p999);
+        self.rps.extend(other.rps);
+        self.mbps.extend(other.mbps);
+        self.spawn_p50.extend(other.spawn_p50);
+        self.spawn_p99.extend(other.spawn_p99);
     }
-    b
+}
+
+/// The pipe floor, `runs` times, on dedicated threads.
+async fn pipe_runs(runs: usize, size: usize) -> Result<Base, String> {
+    tokio::task::spawn_blocking(move || {
+        let mut b = Base::default();
+        for _ in 0..runs {
+            let lat = sorted(floor::pipe::latency(SIZES.latency, size)?);
+            b.p50.push(percentile(&lat, 50.0));
+            b.p99.push(percentile(&lat, 99.0));
+            b.p999.push(percentile(&lat, 99.9));
+            let flow = floor::pipe::throughput(SIZES.throughput, size, SIZES.window)?;
+            b.rps.push(flow.rps());
+            b.mbps.push(flow.mbps());
+            let sp = sorted(floor::pipe::spawn(SIZES.spawns)?);
+            b.spawn_p50.push(percentile(&sp, 50.0) / 1000.0);
+            b.spawn_p99.push(percentile(&sp, 99.0) / 1000.0);
+        }
+        Ok(b)
+    })
+    .await
+    .map_err(|e| format!("pipe floor: {e}"))?
+}
+
+/// The WebSocket echo floor: this program's `ws-echo`, as a child.
+struct Echo {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        // Closing its stdin stops it; kill it in case it is stuck.
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_echo() -> Result<Echo, String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .arg("ws-echo")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("ws-echo: {e}"))?;
+    let stdout = child.stdout.take().ok_or("ws-echo: no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| format!("ws-echo: {e}"))?;
+    let url = line
+        .trim()
+        .strip_prefix("amarre listening on ")
+        .ok_or_else(|| format!("ws-echo: unexpected first line {line:?}"))?
+        .to_owned();
+    Ok(Echo { child, url })
+}
+
+/// The loops of the relay suite the echo server can run (no replay).
+fn echo_loops(loops: &str) -> String {
+    loops
+        .split(',')
+        .map(str::trim)
+        .filter(|l| matches!(*l, "latency" | "throughput" | "spawn"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn median(v: &[f64]) -> f64 {
     percentile(&sorted(v.to_vec()), 50.0)
 }
 
-fn print_relay(r: &Relay, base: Option<&Base>) {
-    println!("| figure | amarre | raw pipe | ratio |");
-    println!("|---|---|---|---|");
-    let row = |name: &str, ours: &[f64], pipe: Option<&[f64]>, digits: usize| {
-        let (p, ratio) = match pipe {
-            Some(p) => {
-                let ratio = median(ours) / median(p);
-                (spread(p, digits), format!("{ratio:.2}x"))
-            }
-            None => ("".into(), "".into()),
-        };
-        println!("| {name} | {} | {p} | {ratio} |", spread(ours, digits));
-    };
-    row(
-        "latency p50 (µs)",
-        &r.p50,
-        base.map(|b| b.p50.as_slice()),
-        1,
-    );
-    row(
-        "latency p99 (µs)",
-        &r.p99,
-        base.map(|b| b.p99.as_slice()),
-        1,
-    );
-    row(
-        "latency p99.9 (µs)",
-        &r.p999,
-        base.map(|b| b.p999.as_slice()),
-        1,
-    );
-    row(
-        "throughput (records/s)",
-        &r.rps,
-        base.map(|b| b.rps.as_slice()),
-        0,
-    );
-    row(
-        "throughput (MB/s)",
-        &r.mbps,
-        base.map(|b| b.mbps.as_slice()),
-        1,
-    );
-    row(
-        &format!(
-            "fan-out to {}+1 clients (delivered records/s)",
-            SIZES.clients
+/// One row per figure: each column's median (min-max) over its runs and,
+/// where the pipe floor has the figure, each column's ratio to it.
+fn print_table(cols: &[(&str, &Relay)], pipe: Option<&Base>) {
+    let mut head = String::from("| figure |");
+    let mut rule = String::from("|---|");
+    for (name, _) in cols {
+        head.push_str(&format!(" {name} |"));
+        rule.push_str("---|");
+    }
+    if pipe.is_some() {
+        head.push_str(" pipe floor |");
+        rule.push_str("---|");
+        for (name, _) in cols {
+            head.push_str(&format!(" {name} / pipe |"));
+            rule.push_str("---|");
+        }
+    }
+    println!("{head}\n{rule}");
+    type Pick = fn(&Relay) -> &Vec<f64>;
+    type PickBase = Option<fn(&Base) -> &Vec<f64>>;
+    let rows: [(String, Pick, PickBase, usize); 10] = [
+        ("latency p50 (µs)".into(), |r| &r.p50, Some(|b| &b.p50), 1),
+        ("latency p99 (µs)".into(), |r| &r.p99, Some(|b| &b.p99), 1),
+        (
+            "latency p99.9 (µs)".into(),
+            |r| &r.p999,
+            Some(|b| &b.p999),
+            1,
         ),
-        &r.fan_rps,
-        None,
-        0,
-    );
-    row(
-        &format!("{} sessions in parallel (records/s)", SIZES.sessions),
-        &r.sess_rps,
-        None,
-        0,
-    );
-    row("spawn: POST to first echo p50 (ms)", &r.spawn_p50, None, 2);
-    row("spawn: POST to first echo p99 (ms)", &r.spawn_p99, None, 2);
+        (
+            "throughput (records/s)".into(),
+            |r| &r.rps,
+            Some(|b| &b.rps),
+            0,
+        ),
+        (
+            "throughput (MB/s)".into(),
+            |r| &r.mbps,
+            Some(|b| &b.mbps),
+            1,
+        ),
+        (
+            format!(
+                "fan-out to {}+1 clients (delivered records/s)",
+                SIZES.clients
+            ),
+            |r| &r.fan_rps,
+            None,
+            0,
+        ),
+        (
+            format!("{} sessions in parallel (records/s)", SIZES.sessions),
+            |r| &r.sess_rps,
+            None,
+            0,
+        ),
+        (
+            "spawn: POST to first echo p50 (ms)".into(),
+            |r| &r.spawn_p50,
+            Some(|b| &b.spawn_p50),
+            2,
+        ),
+        (
+            "spawn: POST to first echo p99 (ms)".into(),
+            |r| &r.spawn_p99,
+            Some(|b| &b.spawn_p99),
+            2,
+        ),
+        (
+            format!("reconnect: since=0, {} records replayed (ms)", SIZES.replay),
+            |r| &r.reconnect_ms,
+            None,
+            1,
+        ),
+    ];
+    for (name, pick, pick_base, digits) in &rows {
+        if cols.iter().all(|(_, r)| pick(r).is_empty()) {
+            continue;
+        }
+        let mut line = format!("| {name} |");
+        for (_, r) in cols {
+            let v = pick(r);
+            if v.is_empty() {
+                line.push_str(" |");
+            } else {
+                line.push_str(&format!(" {} |", spread(v, *digits)));
+            }
+        }
+        if let Some(b) = pipe {
+            let floor = pick_base.map(|p| p(b)).filter(|v| !v.is_empty());
+            match floor {
+                Some(f) => {
+                    line.push_str(&format!(" {} |", spread(f, *digits)));
+                    for (_, r) in cols {
+                        let v = pick(r);
+                        if v.is_empty() {
+                            line.push_str(" |");
+                        } else {
+                            line.push_str(&format!(" {:.2}x |", median(v) / median(f)));
+                        }
+                    }
+                }
+                None => {
+                    line.push_str(" |");
+                    for _ in cols {
+                        line.push_str(" |");
+                    }
+                }
+            }
+        }
+        println!("{line}");
+    }
 }
 
 /// Streams `n` Claude text deltas through instance `instance`, translated
@@ -557,10 +726,24 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
         url: d.url.clone(),
         instance: None,
     };
+    println!("load average before the relay: {}", loadavg());
     let relay = relay_runs(&target, runs, size, ALL_LOOPS).await?;
     drop(d);
-    let base = baseline_runs(runs, size).await;
-    print_relay(&relay, Some(&base));
+    let echo = start_echo()?;
+    let ws = relay_runs(
+        &Target {
+            url: echo.url.clone(),
+            instance: None,
+        },
+        runs,
+        size,
+        &echo_loops(ALL_LOOPS),
+    )
+    .await?;
+    drop(echo);
+    let base = pipe_runs(runs, size).await?;
+    println!("load average after the floors: {}\n", loadavg());
+    print_table(&[("amarre", &relay), ("WebSocket echo", &ws)], Some(&base));
     println!();
 
     // The claude-code adapter in the path versus pass-through, streaming
@@ -714,6 +897,131 @@ async fn languages_report(runs: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The floors alone: the WebSocket echo server and the blocking pipe,
+/// alternating rounds.
+async fn baseline(runs: usize, size: usize) -> Result<(), String> {
+    println!("load average at start: {}", loadavg());
+    let echo = start_echo()?;
+    let target = Target {
+        url: echo.url.clone(),
+        instance: None,
+    };
+    let mut ws = Relay::default();
+    let mut pipe = Base::default();
+    for _ in 0..runs {
+        ws.extend(relay_runs(&target, 1, size, &echo_loops(ALL_LOOPS)).await?);
+        pipe.extend(pipe_runs(1, size).await?);
+    }
+    drop(echo);
+    println!("load average at end: {}\n", loadavg());
+    print_table(&[("WebSocket echo", &ws)], Some(&pipe));
+    Ok(())
+}
+
+/// The relay suite against daemons `a` and `b` (each started here with
+/// the `cat` echo instance), alternating rounds: A, B, then B, A, ..., with
+/// the floors measured in every round too, so that load that comes and
+/// goes spreads over both columns alike.
+async fn compare(
+    a: PathBuf,
+    b: PathBuf,
+    rounds: usize,
+    size: usize,
+    loops: &str,
+) -> Result<(), String> {
+    let echo_instance = json!([{"id": "echo", "agent": "stdio", "command": "cat"}]).to_string();
+    let dir = std::env::temp_dir().join(format!("amarre-bench-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut started = Vec::new();
+    for (name, bin) in [("A", &a), ("B", &b)] {
+        let cache = dir.join(name).to_string_lossy().into_owned();
+        let env = [
+            ("AMARRE_INSTANCES_JSON", echo_instance.as_str()),
+            ("AMARRE_MAX_SESSIONS", "64"),
+            ("AMARRE_CACHE_DIR", cache.as_str()),
+        ];
+        started.push(daemon::start(&bin.to_string_lossy(), &env).await?);
+    }
+    println!("A: {}\nB: {}", a.display(), b.display());
+    println!(
+        "records of {size} bytes; {rounds} rounds, alternating; load average at start: {}",
+        loadavg()
+    );
+    let echo = start_echo()?;
+    let echo_target = Target {
+        url: echo.url.clone(),
+        instance: None,
+    };
+    let targets: Vec<Target> = started
+        .iter()
+        .map(|d| Target {
+            url: d.url.clone(),
+            instance: None,
+        })
+        .collect();
+    let mut results = [Relay::default(), Relay::default()];
+    let mut ws = Relay::default();
+    let mut pipe = Base::default();
+    let mut loads = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            results[k].extend(relay_runs(&targets[k], 1, size, loops).await?);
+        }
+        ws.extend(relay_runs(&echo_target, 1, size, &echo_loops(loops)).await?);
+        pipe.extend(pipe_runs(1, size).await?);
+        loads.push(loadavg());
+        eprintln!(
+            "round {} of {rounds} done; load average {}",
+            round + 1,
+            loadavg()
+        );
+    }
+    drop(echo);
+    let memory: Vec<String> = started
+        .iter()
+        .map(|d| match daemon::memory_kib(d.child.id()) {
+            Some((rss, hwm)) => format!("RSS {:.1} MiB, peak {:.1} MiB", mib(rss), mib(hwm)),
+            None => "?".into(),
+        })
+        .collect();
+    drop(started);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("load average after each round: {}\n", loads.join("; "));
+    print_table(
+        &[
+            ("A", &results[0]),
+            ("B", &results[1]),
+            ("WebSocket echo", &ws),
+        ],
+        Some(&pipe),
+    );
+    println!();
+    println!("| figure | B / A |\n|---|---|");
+    type Pick = fn(&Relay) -> &Vec<f64>;
+    let rows: [(&str, Pick); 10] = [
+        ("latency p50", |r| &r.p50),
+        ("latency p99", |r| &r.p99),
+        ("latency p99.9", |r| &r.p999),
+        ("throughput", |r| &r.rps),
+        ("throughput (MB/s)", |r| &r.mbps),
+        ("fan-out", |r| &r.fan_rps),
+        ("sessions in parallel", |r| &r.sess_rps),
+        ("spawn p50", |r| &r.spawn_p50),
+        ("spawn p99", |r| &r.spawn_p99),
+        ("reconnect", |r| &r.reconnect_ms),
+    ];
+    for (name, pick) in rows {
+        let (va, vb) = (pick(&results[0]), pick(&results[1]));
+        if va.is_empty() || vb.is_empty() {
+            continue;
+        }
+        println!("| {name} | {:.3} |", median(vb) / median(va));
+    }
+    println!("\nA: {}\nB: {}", memory[0], memory[1]);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -735,7 +1043,7 @@ async fn main() {
             let target = Target { url, instance };
             match relay_runs(&target, cli.runs, cli.size, &loops).await {
                 Ok(r) => {
-                    print_relay(&r, None);
+                    print_table(&[("server", &r)], None);
                     if let Some((rss, hwm)) = pid.and_then(daemon::memory_kib) {
                         println!("\nserver RSS {:.1} MiB, peak {:.1} MiB", mib(rss), mib(hwm));
                     }
@@ -744,18 +1052,9 @@ async fn main() {
                 Err(e) => Err(e),
             }
         }
-        Cmd::Baseline => {
-            let b = baseline_runs(cli.runs, cli.size).await;
-            println!("| raw pipe | value |\n|---|---|");
-            println!(
-                "| latency p50 / p99 / p99.9 (µs) | {} / {} / {} |",
-                spread(&b.p50, 1),
-                spread(&b.p99, 1),
-                spread(&b.p999, 1)
-            );
-            println!("| throughput (records/s) | {} |", spread(&b.rps, 0));
-            Ok(())
-        }
+        Cmd::Baseline => baseline(cli.runs, cli.size).await,
+        Cmd::Compare { a, b, loops } => compare(a, b, cli.runs, cli.size, &loops).await,
+        Cmd::WsEcho => floor::ws_echo::serve().await.map_err(|e| e.to_string()),
         Cmd::Translate => translate_report(cli.runs).await,
         Cmd::Languages => languages_report(cli.runs).await,
         Cmd::Reload { daemon } => {
