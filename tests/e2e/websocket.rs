@@ -127,6 +127,23 @@ async fn every_client_receives_everything_in_order_and_sessions_are_isolated() {
 }
 
 #[tokio::test]
+async fn a_client_is_attached_once_its_upgrade_is_answered() {
+    // A record sent by another client right after a socket's upgrade was
+    // answered reaches that socket: the client is attached before the 101
+    // goes out, not some time after it.
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut sender = d.ws(&id, "").await;
+    for n in 0..100 {
+        let mut late = d.ws(&id, "").await;
+        sender.send_json(json!({"n": n})).await;
+        assert_eq!(sender.recv_json("the sender's echo").await["n"], n);
+        let got = late.recv_json("the record sent after the upgrade").await;
+        assert_eq!(got, json!({"n": n}), "attempt {n}: the first record seen");
+    }
+}
+
+#[tokio::test]
 async fn a_client_leaving_does_not_affect_the_agent() {
     let d = daemon(&[]).await;
     let id = session(&d).await;
