@@ -105,6 +105,8 @@ pub struct Config {
     pub port: u16,
     pub allow_non_loopback: bool,
     pub max_sessions: usize,
+    /// Connection cap and HTTP read timeouts (docs/security.md).
+    pub conn: crate::http::listen::ConnLimits,
     pub instances: Vec<InstanceConfig>,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
@@ -133,6 +135,11 @@ impl Default for Config {
             port: 0,
             allow_non_loopback: false,
             max_sessions: 0,
+            conn: crate::http::listen::ConnLimits {
+                max_connections: 0,
+                header_timeout: Duration::ZERO,
+                body_timeout: Duration::ZERO,
+            },
             instances: vec![default_instance()],
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),

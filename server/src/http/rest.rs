@@ -38,12 +38,25 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
         let mut stream = req.into_body().into_data_stream();
         let mut buf = bytes::BytesMut::new();
         while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else {
-                return Ok(Body(Err((
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "bad_body"})),
-                )
-                    .into_response())));
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) if is_body_timeout(&e) => {
+                    // The body paused longer than AMARRE_BODY_TIMEOUT_MS
+                    // (http/listen.rs); the connection is closed after this.
+                    return Ok(Body(Err((
+                        StatusCode::REQUEST_TIMEOUT,
+                        [(axum::http::header::CONNECTION, "close")],
+                        Json(json!({"error": "body_timeout"})),
+                    )
+                        .into_response())));
+                }
+                Err(_) => {
+                    return Ok(Body(Err((
+                        StatusCode::BAD_REQUEST,
+                        Json(json!({"error": "bad_body"})),
+                    )
+                        .into_response())));
+                }
             };
             if buf.len() + chunk.len() > MAX_BODY_BYTES {
                 let mut drained = 0usize;
@@ -66,6 +79,18 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
         }
         Ok(Body(Ok(buf.freeze())))
     }
+}
+
+/// Whether a body error is the body read timeout's.
+fn is_body_timeout(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn body_object(body: &[u8]) -> serde_json::Map<String, Value> {

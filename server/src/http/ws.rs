@@ -96,6 +96,8 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     let auth = crate::auth::http::SocketAuth::of(&req);
+    // The socket keeps its connection's slot under the connection cap.
+    let slot = req.extensions().get::<super::listen::ConnSlot>().cloned();
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -128,7 +130,10 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
     upgrade
         .max_message_size(codec_limit)
         .max_frame_size(codec_limit)
-        .on_upgrade(move |socket| serve(socket, handle, attachment, limits, auth))
+        .on_upgrade(move |socket| async move {
+            serve(socket, handle, attachment, limits, auth).await;
+            drop(slot);
+        })
 }
 
 async fn serve(
