@@ -79,6 +79,8 @@ pub struct PushConfig {
     pub tokens_path: Option<PathBuf>,
     pub grace: Duration,
     pub expo_url: String,
+    /// The most tokens kept; a registration beyond it is refused.
+    pub max_tokens: usize,
 }
 
 /// The defaults declared in [`settings::SETTINGS`].
@@ -167,6 +169,7 @@ impl Default for Config {
                 tokens_path: None,
                 grace: Duration::ZERO,
                 expo_url: String::new(),
+                max_tokens: 0,
             },
             log_format: LogFormat::Text,
             log_filter: None,

@@ -626,6 +626,20 @@ pub static SETTINGS: &[Setting] = &[
         set: |c, v| c.push.grace = ms(&v),
     },
     Setting {
+        key: Some("push.max_tokens"),
+        env: &["AMARRE_PUSH_MAX_TOKENS"],
+        flag: None,
+        kind: Kind::Num {
+            min: 1,
+            max: 10_000,
+            unit: "",
+        },
+        default: Some("1000"),
+        doc: "The most push tokens kept (409 `too_many_tokens` beyond it): the store file, rewritten on every change, stays small.",
+        get: |c| Value::Num(c.push.max_tokens as u64),
+        set: |c, v| c.push.max_tokens = v.num() as usize,
+    },
+    Setting {
         key: Some("push.expo_url"),
         env: &["AMARRE_PUSH_EXPO_URL"],
         flag: None,

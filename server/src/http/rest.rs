@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{App, error_json, is_upgrade};
 use crate::adapter::{AdapterSource, WIT_VERSION};
 use crate::instances::Instance;
-use crate::push::store::valid_token;
+use crate::push::store::{RegisterError, valid_token};
 use crate::session::{CreateError, CreateRequest, RestartError, SpawnFailure};
 
 /// The largest REST body read (axum's default limit).
@@ -358,7 +358,19 @@ pub async fn push_register(State(app): State<Arc<App>>, body: Body) -> Response 
     match push.store().register(token, device, platform) {
         Ok((stored, true)) => (StatusCode::CREATED, Json(stored)).into_response(),
         Ok((stored, false)) => Json(stored).into_response(),
-        Err(e) => {
+        Err(RegisterError::Full) => {
+            let limit = push.store().max_tokens();
+            tracing::warn!(
+                limit,
+                "push token refused: the store is full (AMARRE_PUSH_MAX_TOKENS)"
+            );
+            (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "too_many_tokens", "limit": limit})),
+            )
+                .into_response()
+        }
+        Err(RegisterError::Store(e)) => {
             tracing::error!("{e}");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
