@@ -136,3 +136,56 @@ async fn a_body_that_stops_arriving_is_answered_408_and_closed() {
     let (_, list) = d.get("/sessions").await;
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
 }
+
+#[tokio::test]
+async fn websockets_hold_their_connection_slot_until_they_close() {
+    let instances = fake_instance(serde_json::json!({}));
+    let d = Daemon::start(&[
+        ("AMARRE_INSTANCES_JSON", instances.as_str()),
+        ("AMARRE_MAX_CONNECTIONS", "4"),
+    ])
+    .await;
+    let id = d.create(serde_json::json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("ws://127.0.0.1:{}/sessions/{id}", d.port);
+    let connect = || async {
+        tokio::time::timeout(STEP, tokio_tungstenite::connect_async(url.as_str()))
+            .await
+            .expect("timed out connecting a WebSocket")
+    };
+    // Sockets are opened until the cap refuses one (the test's HTTP client
+    // may hold a keep-alive connection of its own).
+    let mut open = Vec::new();
+    let mut refused = None;
+    for _ in 0..6 {
+        match connect().await {
+            Ok((ws, _)) => open.push(ws),
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("every socket was accepted: sockets hold no slot");
+    assert!(refused.contains("503"), "{refused}");
+    assert!(
+        (3..=4).contains(&open.len()),
+        "{} sockets opened",
+        open.len()
+    );
+    // A socket that closes gives its slot back.
+    drop(open.pop());
+    let deadline = Instant::now() + STEP;
+    loop {
+        if connect().await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed socket's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
