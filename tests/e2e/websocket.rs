@@ -234,7 +234,9 @@ async fn oversized_lines_are_dropped_in_both_directions() {
 
 #[tokio::test]
 async fn a_slow_client_is_closed_with_1008_and_never_stalls_the_others() {
-    let d = daemon(&[("AMARRE_CLIENT_QUEUE_BYTES", "1048576")]).await;
+    // A 4 MiB queue: small beside the 40 MB flood, large enough that a
+    // reader on a busy machine is not taken for a slow one.
+    let d = daemon(&[("AMARRE_CLIENT_QUEUE_BYTES", "4194304")]).await;
     let id = session(&d).await;
     // The slow client never reads; its socket buffers fill, then its queue.
     let slow = d.ws(&id, "").await;
