@@ -21,6 +21,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -172,10 +173,24 @@ async fn connection(
 /// background and briefly; closes it at once when too many are refused
 /// already.
 fn refuse(mut tcp: TcpStream, refusing: &Arc<Semaphore>, max: usize) {
-    tracing::warn!(
-        max_connections = max,
-        "connection refused: too many open connections (AMARRE_MAX_CONNECTIONS)"
-    );
+    // One log line a second at most, with the count: a storm of
+    // connections must not become a storm of log lines.
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static LOGGED_MS: AtomicU64 = AtomicU64::new(0);
+    let refused = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = crate::util::now_ms();
+    let last = LOGGED_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 1000
+        && LOGGED_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            max_connections = max,
+            refused_so_far = refused,
+            "connection refused: too many open connections (AMARRE_MAX_CONNECTIONS)"
+        );
+    }
     let Ok(permit) = refusing.clone().try_acquire_owned() else {
         return;
     };
