@@ -39,6 +39,9 @@ pub(crate) mod session;
 pub(crate) mod transcript;
 pub(crate) mod util;
 
+#[cfg(test)]
+mod fuzz;
+
 /// Whether the web client was compiled into this binary (served on
 /// `/app/`; the `web` capability of `amarre.hello`).
 pub fn web_client_compiled_in() -> bool {

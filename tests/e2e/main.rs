@@ -6,6 +6,7 @@ mod acp;
 mod auth;
 mod claude;
 mod cli;
+mod connections;
 mod deploy;
 mod harness;
 mod languages;

@@ -139,6 +139,30 @@ async fn token_routes_validate_store_and_persist_tokens() {
 }
 
 #[tokio::test]
+async fn the_token_store_is_capped_and_says_so() {
+    let s = setup_with(&[("AMARRE_PUSH_MAX_TOKENS", "100")]).await;
+    for i in 0..100 {
+        let (st, _) = register(&s.daemon, &format!("ExpoPushToken[{i}]")).await;
+        assert_eq!(st, 201);
+    }
+    let (st, body) = register(&s.daemon, "ExpoPushToken[one-too-many]").await;
+    assert_eq!(
+        (st, body),
+        (409, json!({"error": "too_many_tokens", "limit": 100}))
+    );
+    // A known token is still answered; removing one makes room.
+    assert_eq!(register(&s.daemon, "ExpoPushToken[7]").await.0, 200);
+    let (st, _) = s.daemon.delete("/push/tokens/ExpoPushToken%5B7%5D").await;
+    assert_eq!(st, 204);
+    assert_eq!(
+        register(&s.daemon, "ExpoPushToken[one-too-many]").await.0,
+        201
+    );
+    let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(&s.store).unwrap()).unwrap();
+    assert_eq!(stored.len(), 100);
+}
+
+#[tokio::test]
 async fn push_is_disabled_without_a_path_or_with_a_bad_store_and_the_rest_serves() {
     // No path.
     let d = Daemon::start(&[("AMARRE_INSTANCES_JSON", &fake_instance(json!({})))]).await;

@@ -374,3 +374,37 @@ async fn a_restarted_daemon_finds_its_components_compiled() {
     );
     drop(s.dir);
 }
+
+/// The daemon's peak resident memory, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the daemon's /proc status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status")
+}
+
+#[tokio::test]
+async fn a_component_file_over_the_size_cap_is_refused_without_being_read() {
+    let s = setup("fixture-handover", &[("AMARRE_RELOAD_WATCH", "0")]).await;
+    let before = listing(&s.daemon).await;
+    // A 1 GiB file (sparse: it takes no disk space).
+    let tmp = s.file.with_extension("tmp");
+    let f = std::fs::File::create(&tmp).unwrap();
+    f.set_len(1 << 30).unwrap();
+    drop(f);
+    std::fs::rename(&tmp, &s.file).unwrap();
+    let (st, body) = s.daemon.post("/instances/default/reload", "").await;
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("too large"),
+        "{body}"
+    );
+    assert_eq!(listing(&s.daemon).await["hash"], before["hash"]);
+    let peak = peak_rss_kib(s.daemon.pid());
+    assert!(
+        peak < 512 * 1024,
+        "the daemon's memory peaked at {peak} KiB: the file was read"
+    );
+}

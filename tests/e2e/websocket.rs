@@ -127,6 +127,23 @@ async fn every_client_receives_everything_in_order_and_sessions_are_isolated() {
 }
 
 #[tokio::test]
+async fn a_client_is_attached_once_its_upgrade_is_answered() {
+    // A record sent by another client right after a socket's upgrade was
+    // answered reaches that socket: the client is attached before the 101
+    // goes out, not some time after it.
+    let d = daemon(&[]).await;
+    let id = session(&d).await;
+    let mut sender = d.ws(&id, "").await;
+    for n in 0..100 {
+        let mut late = d.ws(&id, "").await;
+        sender.send_json(json!({"n": n})).await;
+        assert_eq!(sender.recv_json("the sender's echo").await["n"], n);
+        let got = late.recv_json("the record sent after the upgrade").await;
+        assert_eq!(got, json!({"n": n}), "attempt {n}: the first record seen");
+    }
+}
+
+#[tokio::test]
 async fn a_client_leaving_does_not_affect_the_agent() {
     let d = daemon(&[]).await;
     let id = session(&d).await;
@@ -217,7 +234,9 @@ async fn oversized_lines_are_dropped_in_both_directions() {
 
 #[tokio::test]
 async fn a_slow_client_is_closed_with_1008_and_never_stalls_the_others() {
-    let d = daemon(&[("AMARRE_CLIENT_QUEUE_BYTES", "1048576")]).await;
+    // A 4 MiB queue: small beside the 40 MB flood, large enough that a
+    // reader on a busy machine is not taken for a slow one.
+    let d = daemon(&[("AMARRE_CLIENT_QUEUE_BYTES", "4194304")]).await;
     let id = session(&d).await;
     // The slow client never reads; its socket buffers fill, then its queue.
     let slow = d.ws(&id, "").await;

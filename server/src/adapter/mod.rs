@@ -210,9 +210,7 @@ impl AdapterHost {
 
     /// Loads an adapter component from a file.
     pub async fn load_file(&self, path: &Path) -> Result<Arc<Adapter>, LoadError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| LoadError(format!("failed to read adapter {}: {e}", path.display())))?;
+        let bytes = read_component_file(path).await.map_err(LoadError)?;
         self.load(bytes, AdapterSource::File(path.to_owned())).await
     }
 
@@ -769,6 +767,38 @@ impl From<wit::AdapterError> for AdapterError {
             wit::AdapterError::Internal(m) => AdapterError::Internal(m),
         }
     }
+}
+
+/// The largest adapter component file read (docs/security.md): the
+/// JavaScript components are about 12 MiB.
+pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+
+/// Reads an adapter component file, refusing one over
+/// [`MAX_COMPONENT_BYTES`] without reading it (nor more of it than the
+/// cap, should it grow while read).
+pub async fn read_component_file(path: &Path) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let failed = |e: std::io::Error| format!("failed to read adapter {}: {e}", path.display());
+    let too_large = |len: u64| {
+        format!(
+            "adapter {} is too large ({len} bytes; components are limited to {MAX_COMPONENT_BYTES} bytes)",
+            path.display()
+        )
+    };
+    let file = tokio::fs::File::open(path).await.map_err(failed)?;
+    let len = file.metadata().await.map_err(failed)?.len();
+    if len > MAX_COMPONENT_BYTES {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE, ServeArgs};
@@ -298,29 +297,11 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         tracing::info!(signal = which, "shutting down: stopping every session");
         shutdown_app.sessions.shutdown().await;
     };
-    // Records are small writes: without TCP_NODELAY, Nagle's algorithm
-    // holds them back until the peer's (delayed) ACK, stalling a stream
-    // for milliseconds at a time (measured in docs/PERFORMANCE.md).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    http::listen::serve(listener, router, config.conn, shutdown).await;
     instances.stop_watching();
     let _ = std::fs::remove_dir_all(&files_root);
-    match served {
-        Ok(()) => {
-            tracing::info!("stopped");
-            0
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "the server failed");
-            EXIT_FAILURE
-        }
-    }
+    tracing::info!("stopped");
+    0
 }
 
 /// The daemon-wide capabilities `amarre.hello` reports (PROTOCOL.md

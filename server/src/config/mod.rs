@@ -79,6 +79,8 @@ pub struct PushConfig {
     pub tokens_path: Option<PathBuf>,
     pub grace: Duration,
     pub expo_url: String,
+    /// The most tokens kept; a registration beyond it is refused.
+    pub max_tokens: usize,
 }
 
 /// The defaults declared in [`settings::SETTINGS`].
@@ -105,6 +107,8 @@ pub struct Config {
     pub port: u16,
     pub allow_non_loopback: bool,
     pub max_sessions: usize,
+    /// Connection cap and HTTP read timeouts (docs/security.md).
+    pub conn: crate::http::listen::ConnLimits,
     pub instances: Vec<InstanceConfig>,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
@@ -133,6 +137,11 @@ impl Default for Config {
             port: 0,
             allow_non_loopback: false,
             max_sessions: 0,
+            conn: crate::http::listen::ConnLimits {
+                max_connections: 0,
+                header_timeout: Duration::ZERO,
+                body_timeout: Duration::ZERO,
+            },
             instances: vec![default_instance()],
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
@@ -160,6 +169,7 @@ impl Default for Config {
                 tokens_path: None,
                 grace: Duration::ZERO,
                 expo_url: String::new(),
+                max_tokens: 0,
             },
             log_format: LogFormat::Text,
             log_filter: None,

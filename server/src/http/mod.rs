@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod guard;
+pub mod listen;
 mod rest;
 mod review;
 mod ws;

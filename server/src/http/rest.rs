@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{App, error_json, is_upgrade};
 use crate::adapter::{AdapterSource, WIT_VERSION};
 use crate::instances::Instance;
-use crate::push::store::valid_token;
+use crate::push::store::{RegisterError, valid_token};
 use crate::session::{CreateError, CreateRequest, RestartError, SpawnFailure};
 
 /// The largest REST body read (axum's default limit).
@@ -38,12 +38,25 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
         let mut stream = req.into_body().into_data_stream();
         let mut buf = bytes::BytesMut::new();
         while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else {
-                return Ok(Body(Err((
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "bad_body"})),
-                )
-                    .into_response())));
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) if is_body_timeout(&e) => {
+                    // The body paused longer than AMARRE_BODY_TIMEOUT_MS
+                    // (http/listen.rs); the connection is closed after this.
+                    return Ok(Body(Err((
+                        StatusCode::REQUEST_TIMEOUT,
+                        [(axum::http::header::CONNECTION, "close")],
+                        Json(json!({"error": "body_timeout"})),
+                    )
+                        .into_response())));
+                }
+                Err(_) => {
+                    return Ok(Body(Err((
+                        StatusCode::BAD_REQUEST,
+                        Json(json!({"error": "bad_body"})),
+                    )
+                        .into_response())));
+                }
             };
             if buf.len() + chunk.len() > MAX_BODY_BYTES {
                 let mut drained = 0usize;
@@ -66,6 +79,18 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
         }
         Ok(Body(Ok(buf.freeze())))
     }
+}
+
+/// Whether a body error is the body read timeout's.
+fn is_body_timeout(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn body_object(body: &[u8]) -> serde_json::Map<String, Value> {
@@ -333,7 +358,19 @@ pub async fn push_register(State(app): State<Arc<App>>, body: Body) -> Response 
     match push.store().register(token, device, platform) {
         Ok((stored, true)) => (StatusCode::CREATED, Json(stored)).into_response(),
         Ok((stored, false)) => Json(stored).into_response(),
-        Err(e) => {
+        Err(RegisterError::Full) => {
+            let limit = push.store().max_tokens();
+            tracing::warn!(
+                limit,
+                "push token refused: the store is full (AMARRE_PUSH_MAX_TOKENS)"
+            );
+            (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "too_many_tokens", "limit": limit})),
+            )
+                .into_response()
+        }
+        Err(RegisterError::Store(e)) => {
             tracing::error!("{e}");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,

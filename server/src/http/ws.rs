@@ -96,10 +96,31 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     let auth = crate::auth::http::SocketAuth::of(&req);
+    // The socket keeps its connection's slot under the connection cap.
+    let slot = req.extensions().get::<super::listen::ConnSlot>().cloned();
     let (mut parts, _body) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
+    };
+    // The client is attached before the 101 answer goes out: every record
+    // the session publishes once the client has its answer is queued for
+    // it (a record sent by another client right after this one connected
+    // is never missed). If the upgrade fails, the attachment is dropped,
+    // which detaches the client.
+    let attachment = match handle.attach(opts).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(session = %handle.id, error = ?e, "attach refused");
+            let status = match e {
+                crate::session::AttachError::NotRunning(s) => s,
+                crate::session::AttachError::Gone => Status::Stopped,
+            };
+            return text(
+                StatusCode::CONFLICT,
+                format!("Session {}; restart it first", status.as_str()),
+            );
+        }
     };
     let limits = app.limits.clone();
     // Frames up to twice the limit are read whole so they can be refused
@@ -109,13 +130,16 @@ pub async fn upgrade(app: Arc<App>, id: String, req: Request) -> Response {
     upgrade
         .max_message_size(codec_limit)
         .max_frame_size(codec_limit)
-        .on_upgrade(move |socket| serve(socket, handle, opts, limits, auth))
+        .on_upgrade(move |socket| async move {
+            serve(socket, handle, attachment, limits, auth).await;
+            drop(slot);
+        })
 }
 
 async fn serve(
     socket: WebSocket,
     handle: Arc<SessionHandle>,
-    opts: AttachOptions,
+    attachment: Attachment,
     limits: Limits,
     auth: Option<crate::auth::http::SocketAuth>,
 ) {
@@ -125,15 +149,7 @@ async fn serve(
         catchup,
         outbox,
         detach,
-    } = match handle.attach(opts).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::debug!(session = %handle.id, error = ?e, "attach refused");
-            let mut sink = sink;
-            let _ = close(&mut sink, 1011, "session not running").await;
-            return;
-        }
-    };
+    } = attachment;
     let last_seen = Arc::new(AtomicU64::new(now_ms()));
     let (stop_tx, stop_rx) = oneshot::channel();
     let session = handle.id.clone();

@@ -116,9 +116,9 @@ impl Instance {
             self.set_error(Some(e.clone()));
             Err(e)
         };
-        let bytes = match tokio::fs::read(&path).await {
+        let bytes = match crate::adapter::read_component_file(&path).await {
             Ok(b) => b,
-            Err(e) => return fail(format!("failed to read adapter {}: {e}", path.display())),
+            Err(e) => return fail(e),
         };
         let current = self.adapter();
         if content_hash(&bytes) == current.hash {

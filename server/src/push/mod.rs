@@ -40,7 +40,7 @@ impl PushService {
         let Some(path) = &config.tokens_path else {
             return Err("AMARRE_PUSH_TOKENS_PATH is not set".into());
         };
-        let store = TokenStore::open(path)?;
+        let store = TokenStore::open(path, config.max_tokens)?;
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("amarre/", env!("CARGO_PKG_VERSION")))

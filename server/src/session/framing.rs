@@ -54,7 +54,11 @@ impl LineSplitter {
                     *skipped += self.buf.len();
                     self.buf.clear();
                     self.scanned = 0;
-                } else if self.buf.len() > self.max_line {
+                } else if self.buf.len() > self.max_line
+                    // A line of exactly the limit whose `\r\n` is cut
+                    // between the two bytes still fits.
+                    && !(self.buf.len() == self.max_line + 1 && self.buf.last() == Some(&b'\r'))
+                {
                     self.discarding = Some(self.buf.len());
                     self.buf.clear();
                     self.scanned = 0;

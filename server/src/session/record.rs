@@ -48,8 +48,19 @@ pub fn parse_head(text: &[u8]) -> Option<Head> {
             .ok()
             .map(|_| Head::default());
     }
-    // Only types the core acts on are kept as owned strings.
-    let raw: RawHead = serde_json::from_slice(text).ok()?;
+    // Only types the core acts on are kept as owned strings. An object
+    // whose head fields are not what the core reads (a `type` that is not
+    // a string, a `timeout` that is not a number, a field twice) is still
+    // an object: it is relayed and numbered, and the core reads nothing
+    // of it.
+    let Ok(raw) = serde_json::from_slice::<RawHead>(text) else {
+        return serde_json::from_slice::<IgnoredAny>(text)
+            .ok()
+            .map(|_| Head {
+                is_object: true,
+                ..Head::default()
+            });
+    };
     let kind = raw.kind.map(Cow::into_owned);
     let interesting = matches!(
         kind.as_deref(),
