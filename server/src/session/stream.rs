@@ -46,6 +46,14 @@ pub(crate) struct Stream {
     /// Sequence number of the latest `agent_start`: questions asked after
     /// it are withdrawn when that turn ends.
     turn_seq: u64,
+    /// Set while restoring: a turn began and has not ended.
+    turn_running: bool,
+}
+
+/// The `id` of an `amarre.question_resolved` record.
+fn resolved_id(text: &Text) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(text.as_bytes()).ok()?;
+    v.get("id")?.as_str().map(str::to_owned)
 }
 
 impl Stream {
@@ -58,12 +66,62 @@ impl Stream {
             max_bytes,
             pending: Vec::new(),
             turn_seq: 0,
+            turn_running: false,
         }
     }
 
     /// The last sequence number given out (0 before the first).
     pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// The oldest sequence number still in the replay buffer (the next one
+    /// when it is empty).
+    pub(crate) fn oldest_seq(&self) -> u64 {
+        self.buffer
+            .front()
+            .map(|(s, _)| *s)
+            .unwrap_or(self.last_seq + 1)
+    }
+
+    /// Moves the counter on to `seq` (a restored session: never back).
+    pub(crate) fn continue_from(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// Buffers a record read back from the session's log under its own
+    /// number (a restart, PROTOCOL.md 12.3); questions and answers in it
+    /// are followed as when it was first sent.
+    pub(crate) fn restore(&mut self, seq: u64, text: &Text) {
+        let Some(head) = super::record::parse_head(text.as_bytes()) else {
+            return;
+        };
+        if !head.is_object || seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = seq - 1;
+        self.push(text, Some(&head));
+        match head.kind.as_deref() {
+            Some("amarre.question_resolved") => {
+                if let Some(id) = resolved_id(text) {
+                    self.answered(&id);
+                }
+            }
+            Some("agent_start") => self.turn_running = true,
+            Some("agent_end") => self.turn_running = false,
+            Some("amarre.session_event") => self.turn_running = false,
+            _ => {}
+        }
+        let kind = head.kind.as_deref();
+        for id in self.track_turn(kind, Some(seq)) {
+            self.answered(&id);
+        }
+    }
+
+    /// Whether a restored stream ended inside a turn (an `agent_start`
+    /// without its `agent_end`).
+    pub(crate) fn turn_running(&self) -> bool {
+        self.turn_running
     }
 
     /// Numbers and buffers a record that goes to the clients; returns its

@@ -1,0 +1,421 @@
+//! Durable sessions (PROTOCOL.md 12.3): a state directory keeps sessions
+//! and their records across a restart of the daemon, graceful or not.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+
+async fn daemon(state: &Path) -> Daemon {
+    let instances = fake_instance(json!({}));
+    let state = state.to_string_lossy().into_owned();
+    Daemon::start(&[
+        ("AMARRE_INSTANCES_JSON", instances.as_str()),
+        ("AMARRE_STATE_DIR", state.as_str()),
+    ])
+    .await
+}
+
+fn seq(v: &Value) -> u64 {
+    v["_seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no _seq in {v}"))
+}
+
+async fn sigterm(mut d: Daemon) {
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log());
+}
+
+async fn sigkill(mut d: Daemon) {
+    d.signal(libc::SIGKILL);
+    d.wait_exit().await;
+}
+
+/// Every text frame until the socket ends (closed, reset or quiet for
+/// `quiet`).
+async fn drain(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(quiet, ws.ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                out.push(serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}")))
+            }
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+                return out;
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+fn session_dir(state: &Path, id: &str) -> std::path::PathBuf {
+    state.join("sessions").join(id)
+}
+
+/// The one segment of a session's log.
+fn segments(state: &Path, id: &str) -> Vec<std::path::PathBuf> {
+    let mut all: Vec<_> = std::fs::read_dir(session_dir(state, id).join("log"))
+        .expect("the session's log directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rec"))
+        .collect();
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn kill_9_during_a_flood_loses_nothing_a_client_saw_and_duplicates_nothing() {
+    let tmp = TempDir::new("durable-kill");
+    let state = tmp.path().join("state");
+    let d = daemon(&state).await;
+    let id = d.create(json!({"name": "flood"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = d.ws(&id, "?seq=1").await;
+    ws.send_json(
+        json!({"type": "fake.flood", "count": 8000, "size": 40, "burst": 100, "pauseMs": 5}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 1500 {
+        seen.push(ws.recv_json("flood records before the kill").await);
+    }
+    sigkill(d).await;
+    seen.extend(drain(&mut ws, Duration::from_secs(2)).await);
+    let last = seq(seen.last().unwrap());
+    for (n, r) in seen.iter().enumerate() {
+        assert_eq!(seq(r), n as u64 + 1, "first connection: numbers in order");
+    }
+
+    let d = daemon(&state).await;
+    let (_, s) = d.get(&format!("/sessions/{id}")).await;
+    assert_eq!(s["status"], "running", "{s}\nlog:\n{}", d.log());
+    assert_eq!(s["name"], "flood");
+    // Everything after what the client saw, then the resumed event, with
+    // no gap and no number twice.
+    let mut after = d.ws(&id, &format!("?since={last}")).await;
+    let hello = after.recv_json("hello").await;
+    assert_eq!(hello["type"], "amarre.hello");
+    assert!(
+        hello["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("durable")),
+        "{hello}"
+    );
+    let restored_last = hello["seq"].as_u64().unwrap();
+    assert!(restored_last > last, "the resumed event at least follows");
+    let mut rest = Vec::new();
+    while rest.last().is_none_or(|r: &Value| seq(r) < restored_last) {
+        rest.push(after.recv_json("replay after the restart").await);
+    }
+    assert!(
+        rest.iter().all(|r| r["type"] != "amarre.replay_gap"),
+        "no gap: {:?}",
+        rest.first()
+    );
+    for (n, r) in rest.iter().enumerate() {
+        assert_eq!(seq(r), last + 1 + n as u64, "replay continues the numbers");
+    }
+    let resumed = rest.last().unwrap();
+    assert_eq!(resumed["type"], "amarre.session_event", "{resumed}");
+    assert_eq!(resumed["event"], "resumed");
+    assert_eq!(resumed["resumed"], false, "stdio cannot resume its agent");
+    assert_eq!(resumed["interrupted"], false);
+    // The flood records come in order, each once.
+    let floods: Vec<u64> = seen
+        .iter()
+        .chain(rest.iter())
+        .filter(|r| r["type"] == "fake.flood" && r.get("i").is_some())
+        .map(|r| r["i"].as_u64().unwrap())
+        .collect();
+    for w in floods.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "flood records in order, none twice");
+    }
+    // A client from the very start gets the same records the first one saw.
+    let mut again = d.ws(&id, "?since=0").await;
+    again.recv_json("hello").await;
+    for r in &seen {
+        let replayed = again.recv_json("replay from the start").await;
+        assert_eq!(&replayed, r, "the same record under the same number");
+    }
+    // The relay works after the restart, numbers continuing.
+    after.send_json(json!({"n": 1})).await;
+    let echo = after
+        .recv_until("echo after restart", |v| v["n"] == 1)
+        .await;
+    assert_eq!(seq(&echo), restored_last + 1);
+}
+
+#[tokio::test]
+async fn a_graceful_restart_keeps_running_and_crashed_sessions_and_forgets_deleted_ones() {
+    let tmp = TempDir::new("durable-graceful");
+    let state = tmp.path().join("state");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let d = daemon(&state).await;
+    let kept = d
+        .create(json!({"name": "kept", "cwd": work, "env": {"A_VAR": "1"}}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let crashed = d.create(json!({"name": "crashed"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = d.create(json!({"name": "deleted"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = d.ws(&kept, "?seq=1").await;
+    ws.send_json(json!({"n": 1})).await;
+    assert_eq!(seq(&ws.recv_json("echo").await), 1);
+    // A question left pending: the restart interrupts it.
+    ws.send_json(json!({"type": "fake.ask", "id": "q1", "method": "confirm", "title": "ok?"}))
+        .await;
+    let asked = ws
+        .recv_until("the question", |v| v["type"] == "extension_ui_request")
+        .await;
+    let asked_seq = seq(&asked);
+    let mut c = d.ws(&crashed, "").await;
+    c.send_json(json!({"type": "fake.exit", "code": 3})).await;
+    d.wait_summary(&crashed, "crashed", |s| s["status"] == "crashed")
+        .await;
+    let (status, _) = d.delete(&format!("/sessions/{deleted}")).await;
+    assert_eq!(status, 204);
+    assert!(
+        !session_dir(&state, &deleted).exists(),
+        "DELETE forgets for good"
+    );
+    sigterm(d).await;
+
+    // Private files.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&session_dir(&state, &kept)), 0o700);
+    assert_eq!(mode(&session_dir(&state, &kept).join("meta.json")), 0o600);
+    for seg in segments(&state, &kept) {
+        assert_eq!(mode(&seg), 0o600);
+    }
+
+    let d = daemon(&state).await;
+    let (_, list) = d.get("/sessions").await;
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![kept.as_str(), crashed.as_str()], "{list}");
+    let (_, s) = d.get(&format!("/sessions/{kept}")).await;
+    assert_eq!(s["status"], "running");
+    assert_eq!(s["name"], "kept");
+    assert_eq!(s["cwd"], json!(work));
+    let (_, s) = d.get(&format!("/sessions/{crashed}")).await;
+    assert_eq!(s["status"], "crashed");
+    assert_eq!(s["exitCode"], 3);
+
+    let mut ws = d.ws(&kept, &format!("?since={asked_seq}")).await;
+    ws.recv_json("hello").await;
+    let resumed = ws.recv_json("the resumed event").await;
+    assert_eq!(seq(&resumed), asked_seq + 1);
+    assert_eq!(resumed["event"], "resumed");
+    assert_eq!(resumed["interrupted"], true, "a question was pending");
+    let resolved = ws.recv_json("the question withdrawn").await;
+    assert_eq!(resolved["type"], "amarre.question_resolved");
+    assert_eq!(resolved["id"], "q1");
+    assert_eq!(resolved["reason"], "cancelled");
+    // Same spawn options: the env reaches the respawned agent.
+    ws.send_json(json!({"type": "fake.env"})).await;
+    let env = ws
+        .recv_until("the agent's env", |v| v["type"] == "fake.env")
+        .await;
+    assert_eq!(env["env"]["A_VAR"], "1", "{env}");
+    assert_eq!(env["cwd"], json!(work));
+    // A crashed one is restarted as before, its numbers continuing.
+    let (status, _) = d.post(&format!("/sessions/{crashed}/restart"), "").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_respawn_that_fails_comes_back_crashed_with_resume_failed() {
+    let tmp = TempDir::new("durable-fail");
+    let state = tmp.path().join("state");
+    let work = tmp.path().join("gone");
+    std::fs::create_dir_all(&work).unwrap();
+    let d = daemon(&state).await;
+    let id = d.create(json!({"cwd": work})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = d.ws(&id, "?seq=1").await;
+    ws.send_json(json!({"n": 1})).await;
+    ws.recv_json("echo").await;
+    sigterm(d).await;
+    std::fs::remove_dir_all(&work).unwrap();
+
+    let d = daemon(&state).await;
+    let (_, s) = d.get(&format!("/sessions/{id}")).await;
+    assert_eq!(s["status"], "crashed", "{s}");
+    let (status, _) = d.ws_refused(&format!("/sessions/{id}"), &[]).await;
+    assert_eq!(status, 409);
+    // Restarted like any crashed session once its cwd is back: its stream
+    // recorded why it came back crashed.
+    std::fs::create_dir_all(&work).unwrap();
+    let (status, body) = d.post(&format!("/sessions/{id}/restart"), "").await;
+    assert_eq!(status, 200, "{body}");
+    let mut ws = d.ws(&id, "?since=1").await;
+    ws.recv_json("hello").await;
+    let event = ws.recv_json("the crash at start").await;
+    assert_eq!(seq(&event), 2);
+    assert_eq!(event["type"], "amarre.session_event");
+    assert_eq!(event["event"], "crashed");
+    assert_eq!(event["reason"], "resume_failed");
+    assert_eq!(event["exitCode"], Value::Null);
+    assert!(
+        event["detail"].as_str().is_some_and(|d| d.contains("cwd")),
+        "{event}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_metadata_file_and_a_truncated_log_spare_the_rest() {
+    let tmp = TempDir::new("durable-corrupt");
+    let state = tmp.path().join("state");
+    let d = daemon(&state).await;
+    let bad = d.create(json!({})).await["id"].as_str().unwrap().to_owned();
+    let cut = d.create(json!({})).await["id"].as_str().unwrap().to_owned();
+    let mut ws = d.ws(&cut, "?seq=1").await;
+    for n in 1..=5 {
+        ws.send_json(json!({"n": n})).await;
+        ws.recv_json("echo").await;
+    }
+    sigterm(d).await;
+    std::fs::write(session_dir(&state, &bad).join("meta.json"), b"{\"id\": 12").unwrap();
+    // Cut the last record in half.
+    let seg = segments(&state, &cut).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+
+    let d = daemon(&state).await;
+    let (status, _) = d.get(&format!("/sessions/{bad}")).await;
+    assert_eq!(status, 404);
+    let log = d.log();
+    assert!(
+        log.contains(&format!("{bad}/meta.json")) && log.contains("skipped a stored session"),
+        "{log}"
+    );
+    assert!(
+        state
+            .join("sessions")
+            .join(format!("{bad}.corrupt/meta.json"))
+            .exists(),
+        "moved aside, not deleted"
+    );
+    let mut ws = d.ws(&cut, "?since=0").await;
+    let hello = ws.recv_json("hello").await;
+    // Number 5 was given out before the restart: it is never reused.
+    assert_eq!(hello["seq"], 6, "records 1-4 kept, then the resumed event");
+    for n in 1..=4 {
+        let r = ws.recv_json("replayed record").await;
+        assert_eq!((seq(&r), &r["n"]), (n, &json!(n)));
+    }
+    let resumed = ws.recv_json("resumed").await;
+    assert_eq!((seq(&resumed), &resumed["event"]), (6, &json!("resumed")));
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_state_directory_is_refused() {
+    let tmp = TempDir::new("durable-lock");
+    let state = tmp.path().join("state");
+    let d = daemon(&state).await;
+    let dir = state.to_string_lossy().into_owned();
+    let instances = fake_instance(json!({}));
+    let (code, stderr) = Daemon::start_failing(
+        &[
+            ("AMARRE_INSTANCES_JSON", instances.as_str()),
+            ("AMARRE_STATE_DIR", dir.as_str()),
+        ],
+        &[],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains(&dir), "{stderr}");
+    assert!(
+        stderr.contains(&d.pid().to_string()),
+        "names the pid: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_state_directory_is_a_clear_start_up_error() {
+    let tmp = TempDir::new("durable-unwritable");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let dir = file.join("state").to_string_lossy().into_owned();
+    let instances = fake_instance(json!({}));
+    let (code, stderr) = Daemon::start_failing(
+        &[
+            ("AMARRE_INSTANCES_JSON", instances.as_str()),
+            ("AMARRE_STATE_DIR", dir.as_str()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("AMARRE_STATE_DIR") && stderr.contains(&dir),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_during_a_run_stops_persistence_and_the_relay_goes_on() {
+    let tmp = TempDir::new("durable-full");
+    let state = tmp.path().join("state");
+    let d = daemon(&state).await;
+    let id = d.create(json!({})).await["id"].as_str().unwrap().to_owned();
+    let mut ws = d.ws(&id, "?seq=1").await;
+    ws.send_json(json!({"n": 1})).await;
+    ws.recv_json("echo").await;
+    sigterm(d).await;
+    // The next start appends from number 2 on, into a segment that is a
+    // device always full.
+    let next = session_dir(&state, &id)
+        .join("log")
+        .join(format!("{:020}.rec", 2));
+    std::os::unix::fs::symlink("/dev/full", &next).unwrap();
+
+    let d = daemon(&state).await;
+    d.wait_log("persistence stopped").await;
+    assert_eq!(
+        d.log().matches("persistence stopped").count(),
+        1,
+        "one log line"
+    );
+    let mut ws = d.ws(&id, "?seq=1").await;
+    for n in 0..50 {
+        ws.send_json(json!({"n": n})).await;
+        let r = ws
+            .recv_until("echo with a full disk", |v| v.get("n").is_some())
+            .await;
+        assert_eq!(r["n"], n);
+    }
+    let (_, s) = d.get(&format!("/sessions/{id}")).await;
+    assert_eq!(s["status"], "running");
+    assert_eq!(d.log().matches("persistence stopped").count(), 1);
+}
