@@ -419,3 +419,121 @@ async fn a_full_disk_during_a_run_stops_persistence_and_the_relay_goes_on() {
     assert_eq!(s["status"], "running");
     assert_eq!(d.log().matches("persistence stopped").count(), 1);
 }
+
+/// Starts a daemon on `state` with one instance `default`.
+async fn agent_daemon(state: &Path, instance: &Value) -> Daemon {
+    let instances = json!([instance]).to_string();
+    let state = state.to_string_lossy().into_owned();
+    Daemon::start(&[
+        ("AMARRE_INSTANCES_JSON", instances.as_str()),
+        ("AMARRE_STATE_DIR", state.as_str()),
+        ("AMARRE_KILL_GRACE_MS", "3000"),
+    ])
+    .await
+}
+
+/// One prompt answered with text, to its `agent_end`.
+async fn turn(ws: &mut Ws, id: &str, message: &str) -> Vec<Value> {
+    ws.send_json(json!({"type": "prompt", "id": id, "message": message}))
+        .await;
+    ws.until_agent_end(&format!("the end of the turn {id}"))
+        .await
+}
+
+/// Whether the latest model request carries `word` in an earlier message
+/// (the conversation before the restart).
+fn last_request_remembers(llm: &amarre_e2e::fake_llm::FakeLlm, word: &str) -> bool {
+    let requests = llm.requests();
+    let Some(last) = requests.last() else {
+        return false;
+    };
+    let messages = last["messages"].as_array().cloned().unwrap_or_default();
+    messages.len() > 1
+        && messages[..messages.len() - 1]
+            .iter()
+            .any(|m| m.to_string().contains(word))
+}
+
+/// A restart in the middle of a conversation with a real agent: the
+/// session comes back resumed and the next prompt's request to the model
+/// carries the turns from before the restart.
+async fn the_conversation_survives_a_restart(
+    instance: Value,
+    state: &Path,
+    llm: &amarre_e2e::fake_llm::FakeLlm,
+    work: &Path,
+) {
+    let d = agent_daemon(state, &instance).await;
+    let id = d.create(json!({"cwd": work})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = d.ws(&id, "?seq=1").await;
+    let seen = turn(&mut ws, "p1", "remember the word PAPAYA").await;
+    let last = seq(seen.last().unwrap());
+    drop(ws);
+    sigterm(d).await;
+
+    let d = agent_daemon(state, &instance).await;
+    let (_, s) = d.get(&format!("/sessions/{id}")).await;
+    assert_eq!(s["status"], "running", "{s}\nlog:\n{}", d.log());
+    let mut ws = d.ws(&id, &format!("?since={last}")).await;
+    ws.recv_json("hello").await;
+    let resumed = ws.recv_json("the resumed event").await;
+    assert_eq!(seq(&resumed), last + 1);
+    assert_eq!(resumed["event"], "resumed", "{resumed}");
+    assert_eq!(resumed["resumed"], true, "{resumed}\nlog:\n{}", d.log());
+    assert_eq!(resumed["interrupted"], false);
+    let before = llm.requests().len();
+    turn(&mut ws, "p2", "which word was it").await;
+    assert!(
+        llm.requests().len() > before,
+        "a new request reached the model"
+    );
+    assert!(
+        last_request_remembers(llm, "PAPAYA"),
+        "the request after the restart lacks the earlier turn: {}",
+        llm.requests().last().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_claude_conversation_continues_after_a_restart() {
+    let _serial = agent_lock().await;
+    let llm = amarre_e2e::fake_llm::FakeLlm::start().await;
+    let home = TempDir::new("durable-claude-home");
+    let tmp = TempDir::new("durable-claude");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let instance = json!({"id": "default", "agent": "claude-code", "env": {
+        "CLAUDE_BIN": agent_cli("claude"),
+        "ANTHROPIC_BASE_URL": llm.url,
+        "ANTHROPIC_API_KEY": "dummy",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "HOME": home.path(),
+    }});
+    the_conversation_survives_a_restart(instance, &tmp.path().join("state"), &llm, &work).await;
+}
+
+#[tokio::test]
+async fn a_pi_conversation_continues_after_a_restart() {
+    let _serial = agent_lock().await;
+    let pi = OfflinePi::start().await;
+    let tmp = TempDir::new("durable-pi");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut env = pi.env();
+    env["PI_BIN"] = json!(agent_cli("pi"));
+    // pi keeps its session file this time (no `--no-session`).
+    let args: Vec<&str> = PI_OFFLINE_ARGS
+        .iter()
+        .copied()
+        .filter(|a| *a != "--no-session")
+        .collect();
+    let instance = json!({"id": "default", "agent": "pi", "env": env, "args": args});
+    let state = tmp.path().join("state");
+    the_conversation_survives_a_restart(instance, &state, &pi.llm, &work).await;
+}
