@@ -537,3 +537,29 @@ async fn a_pi_conversation_continues_after_a_restart() {
     let state = tmp.path().join("state");
     the_conversation_survives_a_restart(instance, &state, &pi.llm, &work).await;
 }
+
+#[test]
+fn the_shipped_unit_module_and_run_script_set_a_private_state_directory() {
+    let repo = |p: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p);
+    let unit = std::fs::read_to_string(repo("server/deploy/amarre.service")).unwrap();
+    for line in [
+        "StateDirectory=amarre",
+        "StateDirectoryMode=0700",
+        "Environment=AMARRE_STATE_DIR=%S/amarre",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "{line} missing from the unit"
+        );
+    }
+    let module = std::fs::read_to_string(repo("server/deploy/nixos-module.nix")).unwrap();
+    assert!(module.contains("StateDirectoryMode = \"0700\""));
+    assert!(module.contains("AMARRE_STATE_DIR = \"/var/lib/amarre\""));
+    let run = std::fs::read_to_string(repo("scripts/run")).unwrap();
+    assert!(
+        run.contains(
+            "AMARRE_STATE_DIR=\"${AMARRE_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/amarre}\""
+        ),
+        "scripts/run sets the state directory"
+    );
+}
