@@ -563,3 +563,27 @@ fn the_shipped_unit_module_and_run_script_set_a_private_state_directory() {
         "scripts/run sets the state directory"
     );
 }
+
+#[tokio::test]
+async fn the_session_cap_holds_for_restored_sessions() {
+    let tmp = TempDir::new("durable-cap");
+    let state = tmp.path().join("state");
+    let d = daemon(&state).await;
+    let first = d.create(json!({})).await["id"].as_str().unwrap().to_owned();
+    let second = d.create(json!({})).await["id"].as_str().unwrap().to_owned();
+    sigterm(d).await;
+    let instances = fake_instance(json!({}));
+    let dir = state.to_string_lossy().into_owned();
+    let d = Daemon::start(&[
+        ("AMARRE_INSTANCES_JSON", instances.as_str()),
+        ("AMARRE_STATE_DIR", dir.as_str()),
+        ("AMARRE_MAX_SESSIONS", "1"),
+    ])
+    .await;
+    let (_, a) = d.get(&format!("/sessions/{first}")).await;
+    let (_, b) = d.get(&format!("/sessions/{second}")).await;
+    assert_eq!(a["status"], "running", "the oldest first");
+    assert_eq!(b["status"], "crashed", "over the cap: {b}");
+    let (status, body) = d.post("/sessions", "{}").await;
+    assert_eq!(status, 429, "{body}");
+}

@@ -276,6 +276,42 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_stream_keeps_numbers_questions_and_turns() {
+        let mut s = Stream::new(100, 1 << 20);
+        let rec = |t: &str| Text::from(t.to_owned());
+        s.restore(4, &rec(r#"{"type":"agent_start"}"#));
+        s.restore(
+            5,
+            &rec(r#"{"type":"extension_ui_request","id":"q1","method":"confirm"}"#),
+        );
+        s.restore(
+            6,
+            &rec(r#"{"type":"extension_ui_request","id":"q2","method":"confirm"}"#),
+        );
+        s.restore(
+            7,
+            &rec(r#"{"type":"amarre.question_resolved","id":"q1","reason":"answered"}"#),
+        );
+        // A number at or below the last is ignored, never reused.
+        s.restore(7, &rec(r#"{"dup":true}"#));
+        assert_eq!(s.last_seq(), 7);
+        assert_eq!(s.oldest_seq(), 4);
+        assert!(s.turn_running());
+        assert_eq!(s.pending_count(), 1, "q2 still waits");
+        s.continue_from(9);
+        assert_eq!(push(&mut s, r#"{"next":1}"#), Some(10));
+        let c = s.catchup(Some(5), Instant::now());
+        assert_eq!(
+            c.replay.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![6, 7, 10]
+        );
+        let mut s = Stream::new(100, 1 << 20);
+        s.restore(1, &rec(r#"{"type":"agent_start"}"#));
+        s.restore(2, &rec(r#"{"type":"agent_end"}"#));
+        assert!(!s.turn_running());
+    }
+
+    #[test]
     fn only_objects_are_numbered_and_numbers_never_go_back() {
         let mut s = Stream::new(10, 1 << 20);
         assert_eq!(push(&mut s, r#"{"a":1}"#), Some(1));

@@ -162,6 +162,7 @@ impl SessionTask {
                 _ => "crashed".into(),
             },
             created_at: self.handle.created_at,
+            order: self.handle.order,
             spawned_at: st.spawned_at,
             exited: st.exited,
             exit_code: st.exit_code,

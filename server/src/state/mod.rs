@@ -51,6 +51,9 @@ pub(crate) struct Meta {
     /// `running` or `crashed` (a running one is respawned at start).
     pub(crate) status: String,
     pub(crate) created_at: u64,
+    /// Creation order within one run of the daemon (ties of `created_at`).
+    #[serde(default)]
+    pub(crate) order: u64,
     pub(crate) spawned_at: u64,
     #[serde(default)]
     pub(crate) exited: bool,
@@ -103,6 +106,10 @@ impl StateDir {
             )
         };
         create_private_dir(root).map_err(|e| fail("cannot create it", e))?;
+        // Private even when it existed before (the token file and every
+        // session's env live here).
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail("cannot make it private (0700)", e))?;
         let sessions = root.join("sessions");
         create_private_dir(&sessions).map_err(|e| fail("cannot create sessions/", e))?;
         let _ = std::fs::set_permissions(&sessions, std::fs::Permissions::from_mode(0o700));
@@ -283,7 +290,7 @@ impl StateDir {
                 }
             }
         }
-        out.sort_by_key(|l| (l.meta.created_at, l.meta.id.clone()));
+        out.sort_by_key(|l| (l.meta.created_at, l.meta.order, l.meta.id.clone()));
         out
     }
 }
@@ -329,6 +336,7 @@ mod tests {
             env: BTreeMap::new(),
             status: "running".into(),
             created_at: 1,
+            order: 0,
             spawned_at: 1,
             exited: false,
             exit_code: None,
