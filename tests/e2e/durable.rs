@@ -140,6 +140,11 @@ async fn kill_9_during_a_flood_loses_nothing_a_client_saw_and_duplicates_nothing
     for w in floods.windows(2) {
         assert_eq!(w[1], w[0] + 1, "flood records in order, none twice");
     }
+    assert!(
+        floods.len() < 8000,
+        "the kill came in the middle of the flood ({} records)",
+        floods.len()
+    );
     // A client from the very start gets the same records the first one saw.
     let mut again = d.ws(&id, "?since=0").await;
     again.recv_json("hello").await;
