@@ -249,6 +249,18 @@ async fn a_graceful_restart_keeps_running_and_crashed_sessions_and_forgets_delet
     // A crashed one is restarted as before, its numbers continuing.
     let (status, _) = d.post(&format!("/sessions/{crashed}/restart"), "").await;
     assert_eq!(status, 200);
+    // Its crash event was logged before it reached the clients.
+    let mut c = d.ws(&crashed, "?since=0").await;
+    c.recv_json("hello").await;
+    let event = c
+        .recv_until("the crash from before the restart", |v| {
+            v["type"] == "amarre.session_event"
+        })
+        .await;
+    assert_eq!(
+        (&event["event"], &event["exitCode"]),
+        (&json!("crashed"), &json!(3))
+    );
 }
 
 #[tokio::test]

@@ -648,6 +648,9 @@ impl SessionTask {
     }
 
     fn close_clients(&mut self, code: u16, reason: &'static str) {
+        // `close_all` delivers the step's records first: they are logged
+        // before that, as in `flush`.
+        self.persist();
         let slow = self.clients.close_all((code, reason));
         self.closed_slow(&slow);
         self.update_client_count();
