@@ -604,3 +604,56 @@ async fn the_session_cap_holds_for_restored_sessions() {
     let (status, body) = d.post("/sessions", "{}").await;
     assert_eq!(status, 429, "{body}");
 }
+
+/// Speaks just enough ACP: `initialize` (offering `loadSession`), then
+/// `session/new` (answered `sessionId: s-durable`) or a `session/load` of
+/// it, then one prompt answered with a text chunk saying which it was; then
+/// it stays until its stdin closes.
+const ACP_AGENT: &str = r#"
+read -r a
+echo '{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":1,"agentCapabilities":{"loadSession":true},"agentInfo":{"name":"sh-agent"}}}'
+read -r b
+case "$b" in
+  *'"method":"session/new"'*) seen="new" ;;
+  *'"method":"session/load"'*'"sessionId":"s-durable"'*) seen="loaded" ;;
+  *) echo "unexpected: $b" >&2; exit 4;;
+esac
+echo '{"jsonrpc":"2.0","id":1,"result":{"sessionId":"s-durable"}}'
+read -r c
+echo "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"s-durable\",\"update\":{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"$seen\"}}}}"
+echo '{"jsonrpc":"2.0","id":2,"result":{"stopReason":"end_turn"}}'
+cat >/dev/null
+"#;
+
+#[tokio::test]
+async fn an_acp_session_is_loaded_again_after_a_restart() {
+    let tmp = TempDir::new("durable-acp");
+    let state = tmp.path().join("state");
+    let instance =
+        json!({"id": "default", "agent": "acp", "command": "sh", "args": ["-c", ACP_AGENT]});
+    let said = |seen: &[Value]| -> String {
+        seen.iter()
+            .filter(|v| v["type"] == "message_update")
+            .filter_map(|v| v["assistantMessageEvent"]["delta"].as_str())
+            .collect()
+    };
+    let d = agent_daemon(&state, &instance).await;
+    let id = d.create(json!({})).await["id"].as_str().unwrap().to_owned();
+    let mut ws = d.ws(&id, "?seq=1").await;
+    let seen = turn(&mut ws, "p1", "hi").await;
+    assert_eq!(said(&seen), "new");
+    let last = seq(seen.last().unwrap());
+    sigterm(d).await;
+
+    let d = agent_daemon(&state, &instance).await;
+    let mut ws = d.ws(&id, &format!("?since={last}")).await;
+    ws.recv_json("hello").await;
+    let resumed = ws.recv_json("the resumed event").await;
+    assert_eq!(
+        (&resumed["event"], &resumed["resumed"]),
+        (&json!("resumed"), &json!(true)),
+        "{resumed}"
+    );
+    let seen = turn(&mut ws, "p2", "hi again").await;
+    assert_eq!(said(&seen), "loaded", "log:\n{}", d.log());
+}
