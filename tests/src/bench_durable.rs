@@ -115,32 +115,38 @@ pub async fn report(bin: &str, runs: usize, size: usize) -> Result<(), String> {
     ];
     println!("daemon: {bin}; records of {size} bytes; {runs} runs\n");
 
-    // Relay, persistence off then on.
-    let off = {
-        let d = daemon::start(bin, &base).await?;
-        let target = Target {
-            url: d.url.clone(),
-            instance: None,
-        };
-        relay(&target, runs, size).await?
-    };
+    // Relay with persistence off and on: both daemons run side by side and
+    // the runs alternate, so that drift of a shared machine hits both.
     let state = scratch.0.join("state");
     let state_str = state.to_string_lossy().into_owned();
     let mut with_state = base.to_vec();
     with_state.push(("AMARRE_STATE_DIR", state_str.as_str()));
-    let (on, per_record) = {
-        let d = daemon::start(bin, &with_state).await?;
-        let target = Target {
-            url: d.url.clone(),
+    let (mut off, mut on) = (Relay::default(), Relay::default());
+    let per_record = {
+        let d_off = daemon::start(bin, &base).await?;
+        let d_on = daemon::start(bin, &with_state).await?;
+        let t_off = Target {
+            url: d_off.url.clone(),
             instance: None,
         };
-        let on = relay(&target, runs, size).await?;
-        let id = relay_records(&target, LOGGED, size).await?;
+        let t_on = Target {
+            url: d_on.url.clone(),
+            instance: None,
+        };
+        for _ in 0..runs {
+            for (target, into) in [(&t_off, &mut off), (&t_on, &mut on)] {
+                let r = relay(target, 1, size).await?;
+                into.p50.extend(r.p50);
+                into.p99.extend(r.p99);
+                into.rps.extend(r.rps);
+            }
+        }
+        let id = relay_records(&t_on, LOGGED, size).await?;
         let log = state.join("sessions").join(&id).join("log");
         // The log holds every record relayed (within the replay limit).
         let per_record = dir_bytes(&log) as f64 / LOGGED as f64;
-        target.delete(&id).await;
-        (on, per_record)
+        t_on.delete(&id).await;
+        per_record
     };
 
     // Start to 8 sessions restored (each respawned), over runs starts.
