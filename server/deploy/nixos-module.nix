@@ -204,7 +204,8 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
       path = cfg.path;
-      environment = cfg.environment;
+      # Durable sessions (docs/durability.md) in systemd's StateDirectory.
+      environment = { AMARRE_STATE_DIR = "/var/lib/amarre"; } // cfg.environment;
       serviceConfig = {
         Type = "notify";
         NotifyAccess = "main";

@@ -20,6 +20,7 @@
 //! - [`auth`]: the optional token (PROTOCOL.md 12.5);
 //! - [`client`]: the client side of the protocol (the terminal client);
 //! - `review`: the read-only view of a session's working tree (git);
+//! - `state`: durable sessions (the state directory, record logs);
 //! - [`cli`]: the command line.
 //!
 //! Only what the test and bench programs use is public.
@@ -36,6 +37,7 @@ pub(crate) mod process;
 pub(crate) mod push;
 pub(crate) mod review;
 pub(crate) mod session;
+pub(crate) mod state;
 pub(crate) mod transcript;
 pub(crate) mod util;
 

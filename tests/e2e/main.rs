@@ -8,6 +8,7 @@ mod claude;
 mod cli;
 mod connections;
 mod deploy;
+mod durable;
 mod harness;
 mod languages;
 mod lifecycle;

@@ -2,6 +2,7 @@
 //! fake LLM API that lets the real agent CLIs run offline.
 
 pub mod bench;
+pub mod bench_durable;
 pub mod fake_expo;
 pub mod fake_llm;
 pub mod fake_openai;

@@ -20,7 +20,7 @@ impl Adapter for ClaudeCodeRaw {
     }
 
     fn spawn(request: SpawnRequest) -> Result<SpawnSpec, AdapterError> {
-        Ok(spawn::spec(&request).passthrough())
+        Ok(spawn::spec(&request, None).passthrough())
     }
 }
 

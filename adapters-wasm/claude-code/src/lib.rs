@@ -28,8 +28,25 @@ impl Clock for HostClock {
     }
 }
 
-/// The per-session translator as the SDK sees it.
-pub struct ClaudeSession(Translator<HostClock>);
+/// The per-session translator as the SDK sees it, and the conversation's
+/// `session_id` last reported to the host as the resume token.
+pub struct ClaudeSession(Translator<HostClock>, Option<String>);
+
+/// The `session_id` of a `system` `init` line (the start of every turn):
+/// the conversation `--resume` continues. Other lines are not parsed.
+fn init_session_id(line: &str) -> Option<String> {
+    if !line.contains("\"init\"") || !line.contains("\"system\"") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["type"] != "system" || v["subtype"] != "init" {
+        return None;
+    }
+    v["session_id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
 
 fn emits(out: Vec<Out>) -> Vec<Emit> {
     out.into_iter()
@@ -41,9 +58,9 @@ fn emits(out: Vec<Out>) -> Vec<Emit> {
 }
 
 impl Session for ClaudeSession {
-    fn create(_request: SpawnRequest, saved: Option<String>) -> Result<Self, AdapterError> {
+    fn create(request: SpawnRequest, saved: Option<String>) -> Result<Self, AdapterError> {
         Translator::new(HostClock, saved.as_deref())
-            .map(ClaudeSession)
+            .map(|t| ClaudeSession(t, request.resume_token.clone()))
             .map_err(|e| AdapterError::IncompatibleState(e.0))
     }
 
@@ -55,10 +72,17 @@ impl Session for ClaudeSession {
     }
 
     fn from_agent(&mut self, line: String) -> Result<Vec<Emit>, AdapterError> {
-        self.0
+        let token = init_session_id(&line).filter(|id| self.1.as_ref() != Some(id));
+        let mut out = self
+            .0
             .from_agent(&line)
             .map(emits)
-            .map_err(|e| AdapterError::InvalidFrame(e.0))
+            .map_err(|e| AdapterError::InvalidFrame(e.0))?;
+        if let Some(id) = token {
+            self.1 = Some(id.clone());
+            out.insert(0, Emit::ResumeToken(id));
+        }
+        Ok(out)
     }
 
     fn on_exit(&mut self, code: Option<i32>, signal: Option<String>) -> Vec<Emit> {
@@ -82,11 +106,12 @@ impl Adapter for ClaudeCode {
                 Capability::PlanCapture,
                 Capability::PiDialect,
                 Capability::StateHandover,
+                Capability::Resume,
             ])
     }
 
     fn spawn(request: SpawnRequest) -> Result<SpawnSpec, AdapterError> {
-        Ok(spawn::spec(&request))
+        Ok(spawn::spec(&request, request.resume_token.as_deref()))
     }
 }
 

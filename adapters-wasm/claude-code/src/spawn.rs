@@ -56,8 +56,9 @@ pub fn ask_list(request: &SpawnRequest) -> Vec<String> {
 }
 
 /// The spawn spec (both directions translated; the raw adapter marks it
-/// pass-through).
-pub fn spec(request: &SpawnRequest) -> SpawnSpec {
+/// pass-through). `resume`: the conversation to resume (`--resume`, the
+/// `session_id` an earlier run reported; PROTOCOL.md 12.3).
+pub fn spec(request: &SpawnRequest, resume: Option<&str>) -> SpawnSpec {
     let mut args: Vec<String> = [
         "-p",
         "--input-format",
@@ -72,6 +73,10 @@ pub fn spec(request: &SpawnRequest) -> SpawnSpec {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    if let Some(id) = resume.filter(|id| !id.is_empty()) {
+        args.push("--resume".into());
+        args.push(id.into());
+    }
     let ask = ask_list(request);
     let settings = format!(
         "{{\"permissions\":{{\"ask\":[{}]}}}}",

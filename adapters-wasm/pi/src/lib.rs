@@ -9,11 +9,18 @@
 //! - `AMARRE_PI_GATE`: another gate file; empty disables the gate.
 //! - `PI_TELEMETRY=0` unless the instance or session sets it.
 //! - The operator's `args` are appended.
+//! - Durable sessions (PROTOCOL.md 12.3): pi keeps its conversation in
+//!   `{state}/session.jsonl` (`--session`), the session's state directory,
+//!   which outlives the agent; that path is the resume token, so a
+//!   respawned pi continues the same conversation. Not when the operator
+//!   passes `--no-session`.
 
 use amarre_adapter_sdk::*;
 
 const GATE_FILE: &str = "pi-gate.ts";
 const GATE_SOURCE: &str = include_str!("../gate/pi-gate.ts");
+/// pi's session file, in the session's state directory.
+const SESSION_FILE: &str = "{state}/session.jsonl";
 
 struct Pi;
 
@@ -24,7 +31,11 @@ impl Adapter for Pi {
         AdapterInfo::new("pi", env!("CARGO_PKG_VERSION"))
             .programs(["pi"])
             .program_env(["PI_BIN"])
-            .capabilities([Capability::PermissionGate, Capability::PiDialect])
+            .capabilities([
+                Capability::PermissionGate,
+                Capability::PiDialect,
+                Capability::Resume,
+            ])
     }
 
     fn spawn(request: SpawnRequest) -> Result<SpawnSpec, AdapterError> {
@@ -32,6 +43,11 @@ impl Adapter for Pi {
             .args(["--mode", "rpc"])
             .env("PI_TELEMETRY", "0")
             .cwd(request.cwd.clone());
+        if !request.args.iter().any(|a| a == "--no-session") {
+            spec = spec
+                .args(["--session", SESSION_FILE])
+                .resume_token(SESSION_FILE);
+        }
         match request.env("AMARRE_PI_GATE") {
             // An empty value disables the gate.
             Some("") => {}

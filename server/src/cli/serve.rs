@@ -153,6 +153,25 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
         }
     };
 
+    // Durable sessions (PROTOCOL.md 12.3): the state directory is locked
+    // for this daemon before anything else uses it.
+    let state = match &config.state_dir {
+        Some(dir) => match crate::state::StateDir::open(dir) {
+            Ok(s) => {
+                tracing::info!(path = %s.root().display(), "durable sessions: sessions and their records are kept in the state directory");
+                Some(Arc::new(s))
+            }
+            Err(e) => {
+                eprintln!("amarre: {e}");
+                return EXIT_CONFIG;
+            }
+        },
+        None => {
+            tracing::info!("no state directory (AMARRE_STATE_DIR): sessions end with the daemon");
+            None
+        }
+    };
+
     let host = match AdapterHost::with_cache(
         AdapterLimits::from(&config.limits),
         config.cache_dir.as_deref(),
@@ -246,11 +265,17 @@ reach it through `tailscale serve`, or force it with --allow-non-loopback / AMAR
             .map(|p| Arc::new(PushNotifier(p)) as Arc<dyn Notifier>),
         metrics: metrics.clone(),
         capabilities: daemon_capabilities(&config),
+        state,
     });
     instances.watch();
     instances.spawn_sighup(config.clone(), env.clone(), overrides);
+    let sessions = Arc::new(Sessions::new(deps));
+    let restored = sessions.restore().await;
+    if restored > 0 {
+        tracing::info!(sessions = restored, "restored the stored sessions");
+    }
     let app = Arc::new(App {
-        sessions: Arc::new(Sessions::new(deps)),
+        sessions,
         instances: instances.clone(),
         push,
         metrics,
@@ -317,6 +342,9 @@ pub(crate) fn daemon_capabilities(config: &Config) -> Vec<&'static str> {
     }
     if config.auth == crate::auth::AuthMode::Token {
         caps.push("auth");
+    }
+    if config.state_dir.is_some() {
+        caps.push("durable");
     }
     caps
 }

@@ -403,7 +403,7 @@ pub static SETTINGS: &[Setting] = &[
         flag: None,
         kind: Kind::Path,
         default: None,
-        doc: "The daemon's state directory (the token file lives there when set).",
+        doc: "The daemon's state directory: sessions and their records survive a restart (durable sessions, docs/durability.md); the token file lives there too. Unset: sessions end with the daemon.",
         get: |c| opt_path(&c.state_dir),
         set: |c, v| c.state_dir = v.text().map(PathBuf::from),
     },

@@ -93,6 +93,8 @@ pub(crate) struct Deps {
     /// `seq`, `replay`, `pending-questions`, before the adapter's):
     /// `cli/serve.rs`'s `daemon_capabilities`.
     pub(crate) capabilities: Vec<&'static str>,
+    /// The state directory when sessions are durable (PROTOCOL.md 12.3).
+    pub(crate) state: Option<Arc<crate::state::StateDir>>,
 }
 
 impl Deps {
@@ -101,6 +103,7 @@ impl Deps {
             spawner: &self.spawner,
             daemon_env: &self.daemon_env,
             files_root: &self.files_root,
+            state: self.state.as_deref(),
         }
     }
 }
@@ -268,6 +271,9 @@ pub struct SessionHandle {
     pub instance_id: String,
     pub options: SessionOptions,
     order: u64,
+    /// When the session was created (ms epoch; kept across restarts of
+    /// the daemon).
+    created_at: u64,
     state: Mutex<State>,
     clients: AtomicUsize,
     /// When a client of the session last sent a text frame (ms since the
@@ -529,15 +535,13 @@ impl Sessions {
                 CreateError::Spawn(e)
             })?;
         crate::ops::metrics::add(&deps.metrics.sessions_created, 1);
-        let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
-        let (in_tx, in_rx) = mpsc::channel(64);
-        let handle = Arc::new(SessionHandle {
-            id: id.clone(),
-            name: req.name,
-            instance_id: instance.config.id.clone(),
+        let (handle, ctrl_rx, in_rx) = self.handle(
+            id.clone(),
+            req.name,
+            instance.config.id.clone(),
             options,
-            order: self.order.fetch_add(1, Ordering::Relaxed),
-            state: Mutex::new(State {
+            crate::util::now_ms(),
+            State {
                 status: Status::Running,
                 spawned_at: crate::util::now_ms(),
                 pid: Some(started.pid),
@@ -545,16 +549,8 @@ impl Sessions {
                 exit_code: None,
                 signal: None,
                 resume_token: None,
-            }),
-            clients: AtomicUsize::new(0),
-            last_client_text_ms: AtomicU64::new(0),
-            pending_questions: AtomicUsize::new(0),
-            ctrl: ctrl_tx,
-            inbound: in_tx,
-            inbound_bytes: budget::ByteBudget::new(deps.limits.stdin_queue_bytes),
-            adapter: Mutex::new(None),
-            deps: deps.clone(),
-        });
+            },
+        );
         tracing::info!(
             session = %id,
             instance = %handle.instance_id,
@@ -570,15 +566,212 @@ impl Sessions {
             reg.reserved = reg.reserved.saturating_sub(1);
             std::mem::forget(reservation);
         }
+        let log = deps
+            .state
+            .as_ref()
+            .and_then(|s| s.open_log(&handle.id, 1, &deps.limits));
         task::SessionTask::start(
             handle.clone(),
             deps.clone(),
             ctrl_rx,
             in_rx,
-            instance,
-            started,
+            Some((instance, started)),
+            self.stream(),
+            log,
+            None,
         );
         Ok(handle)
+    }
+
+    fn stream(&self) -> stream::Stream {
+        stream::Stream::new(
+            self.deps.limits.replay_records,
+            self.deps.limits.replay_bytes,
+        )
+    }
+
+    /// A new handle and the receiving ends of its channels.
+    #[allow(clippy::type_complexity)]
+    fn handle(
+        &self,
+        id: String,
+        name: Option<String>,
+        instance_id: String,
+        options: SessionOptions,
+        created_at: u64,
+        state: State,
+    ) -> (
+        Arc<SessionHandle>,
+        mpsc::Receiver<Control>,
+        mpsc::Receiver<Inbound>,
+    ) {
+        let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
+        let (in_tx, in_rx) = mpsc::channel(64);
+        let handle = Arc::new(SessionHandle {
+            id,
+            name,
+            instance_id,
+            options,
+            order: self.order.fetch_add(1, Ordering::Relaxed),
+            created_at,
+            state: Mutex::new(state),
+            clients: AtomicUsize::new(0),
+            last_client_text_ms: AtomicU64::new(0),
+            pending_questions: AtomicUsize::new(0),
+            ctrl: ctrl_tx,
+            inbound: in_tx,
+            inbound_bytes: budget::ByteBudget::new(self.deps.limits.stdin_queue_bytes),
+            adapter: Mutex::new(None),
+            deps: self.deps.clone(),
+        });
+        (handle, ctrl_rx, in_rx)
+    }
+
+    /// Brings back the sessions stored in the state directory (PROTOCOL.md
+    /// 12.3): same ids, their record streams continuing; running ones
+    /// respawned (resumed through their adapter when it can), within the
+    /// session cap; crashed ones crashed. Returns how many came back.
+    pub(crate) async fn restore(&self) -> usize {
+        let Some(state) = self.deps.state.clone() else {
+            return 0;
+        };
+        let loaded = state.load();
+        let count = loaded.len();
+        let mut running = 0usize;
+        let mut respawns = Vec::new();
+        for l in loaded {
+            let meta = l.meta;
+            let mut stream = self.stream();
+            for r in &l.records {
+                stream.restore(
+                    r.seq,
+                    &Text::from(String::from_utf8_lossy(&r.bytes).into_owned()),
+                );
+            }
+            stream.continue_from(meta.last_seq);
+            let interrupted = stream.turn_running() || stream.pending_count() > 0;
+            let log = state.open_log(&meta.id, stream.last_seq() + 1, &self.deps.limits);
+            let was_running = meta.status == "running";
+            let (handle, ctrl_rx, in_rx) = self.handle(
+                meta.id.clone(),
+                meta.name.clone(),
+                meta.instance_id.clone(),
+                SessionOptions {
+                    cwd: meta.cwd.clone(),
+                    env: meta.env.clone(),
+                },
+                meta.created_at,
+                State {
+                    status: Status::Crashed,
+                    spawned_at: meta.spawned_at,
+                    pid: None,
+                    exited: meta.exited || was_running,
+                    exit_code: meta.exit_code,
+                    signal: meta.signal.clone(),
+                    resume_token: meta.resume_token.clone(),
+                },
+            );
+            self.lock().map.insert(meta.id.clone(), handle.clone());
+            if !was_running {
+                tracing::info!(session = %meta.id, seq = stream.last_seq(), "restored a crashed session");
+                task::SessionTask::start(
+                    handle,
+                    self.deps.clone(),
+                    ctrl_rx,
+                    in_rx,
+                    None,
+                    stream,
+                    log,
+                    None,
+                );
+                continue;
+            }
+            let within_cap = running < self.deps.max_sessions;
+            if within_cap {
+                running += 1;
+            }
+            respawns.push(async move {
+                let outcome = if within_cap {
+                    self.respawn(&handle).await
+                } else {
+                    Err(format!(
+                        "the session cap ({}) was reached",
+                        self.deps.max_sessions
+                    ))
+                };
+                let (agent, restored) = match outcome {
+                    Ok((instance, started, resumed)) => {
+                        let mut st = handle.lock();
+                        st.status = Status::Running;
+                        st.spawned_at = crate::util::now_ms();
+                        st.pid = Some(started.pid);
+                        st.exited = false;
+                        st.exit_code = None;
+                        st.signal = None;
+                        drop(st);
+                        tracing::info!(session = %handle.id, pid = started.pid, resumed, interrupted, seq = stream.last_seq(), "restored and respawned a session");
+                        (
+                            Some((instance, started)),
+                            task::Restored::Respawned {
+                                resumed,
+                                interrupted,
+                            },
+                        )
+                    }
+                    Err(detail) => {
+                        tracing::warn!(session = %handle.id, detail = %detail, "restored a session whose respawn failed; it is crashed");
+                        (None, task::Restored::Failed { detail })
+                    }
+                };
+                task::SessionTask::start(
+                    handle,
+                    self.deps.clone(),
+                    ctrl_rx,
+                    in_rx,
+                    agent,
+                    stream,
+                    log,
+                    Some(restored),
+                );
+            });
+        }
+        futures_util::future::join_all(respawns).await;
+        count
+    }
+
+    /// Spawns a restored session's agent with its latest resume token.
+    /// Returns whether the adapter resumes with it.
+    async fn respawn(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<(Arc<crate::instances::Instance>, spawn::Started, bool), String> {
+        let instance = self
+            .deps
+            .instances
+            .get(&handle.instance_id)
+            .ok_or_else(|| {
+                format!(
+                    "the instance {} is no longer configured",
+                    handle.instance_id
+                )
+            })?;
+        let token = handle.resume_token();
+        let resumes = token.is_some()
+            && instance
+                .adapter()
+                .info
+                .has(crate::adapter::Capability::Resume);
+        let started = spawn::start(
+            &self.deps.spawn_env(),
+            instance.adapter(),
+            &instance.config,
+            &handle.id,
+            &handle.options,
+            token,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok((instance, started, resumes))
     }
 
     /// Stops a session: clients closed with 1000, agent terminated, removed.
@@ -627,5 +820,8 @@ impl Sessions {
         });
         futures_util::future::join_all(waits).await;
         self.lock().map.clear();
+        if let Some(state) = &self.deps.state {
+            state.sync_now();
+        }
     }
 }

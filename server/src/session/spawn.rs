@@ -68,6 +68,9 @@ pub struct SpawnEnv<'a> {
     pub daemon_env: &'a HashMap<String, String>,
     /// Where per-session private directories are created.
     pub files_root: &'a Path,
+    /// The state directory, when sessions are durable: `{state}` lives
+    /// there, so that it outlives the daemon.
+    pub state: Option<&'a crate::state::StateDir>,
 }
 
 fn adapter_failure(detail: String) -> SpawnFailure {
@@ -104,9 +107,18 @@ pub fn visible_env(
 }
 
 /// The session's state directory, kept across restarts of its agent
-/// (`{state}` in a spawn spec, WIT 0.2.0).
-pub fn state_dir(files_root: &Path, session_id: &str) -> PathBuf {
-    files_root.join(format!("{session_id}.state"))
+/// (`{state}` in a spawn spec, WIT 0.2.0): in the daemon's state directory
+/// when sessions are durable (it then outlives the daemon), else beside
+/// the per-session private directories.
+pub fn state_dir(
+    files_root: &Path,
+    durable: Option<&crate::state::StateDir>,
+    session_id: &str,
+) -> PathBuf {
+    match durable {
+        Some(state) => state.agent_dir(session_id),
+        None => files_root.join(format!("{session_id}.state")),
+    }
 }
 
 /// The absolute directory the agent runs in: the session's cwd, else the
@@ -192,7 +204,7 @@ pub async fn start(
         .chain(spec.env.iter().map(|(_, v)| v))
         .chain(spec.cwd.iter())
         .any(|s| s.contains("{state}"));
-    let state = state_dir(ctx.files_root, session_id);
+    let state = state_dir(ctx.files_root, ctx.state, session_id);
     if uses_state {
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -46,6 +46,14 @@ pub(crate) struct Stream {
     /// Sequence number of the latest `agent_start`: questions asked after
     /// it are withdrawn when that turn ends.
     turn_seq: u64,
+    /// Set while restoring: a turn began and has not ended.
+    turn_running: bool,
+}
+
+/// The `id` of an `amarre.question_resolved` record.
+fn resolved_id(text: &Text) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(text.as_bytes()).ok()?;
+    v.get("id")?.as_str().map(str::to_owned)
 }
 
 impl Stream {
@@ -58,12 +66,62 @@ impl Stream {
             max_bytes,
             pending: Vec::new(),
             turn_seq: 0,
+            turn_running: false,
         }
     }
 
     /// The last sequence number given out (0 before the first).
     pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// The oldest sequence number still in the replay buffer (the next one
+    /// when it is empty).
+    pub(crate) fn oldest_seq(&self) -> u64 {
+        self.buffer
+            .front()
+            .map(|(s, _)| *s)
+            .unwrap_or(self.last_seq + 1)
+    }
+
+    /// Moves the counter on to `seq` (a restored session: never back).
+    pub(crate) fn continue_from(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// Buffers a record read back from the session's log under its own
+    /// number (a restart, PROTOCOL.md 12.3); questions and answers in it
+    /// are followed as when it was first sent.
+    pub(crate) fn restore(&mut self, seq: u64, text: &Text) {
+        let Some(head) = super::record::parse_head(text.as_bytes()) else {
+            return;
+        };
+        if !head.is_object || seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = seq - 1;
+        self.push(text, Some(&head));
+        match head.kind.as_deref() {
+            Some("amarre.question_resolved") => {
+                if let Some(id) = resolved_id(text) {
+                    self.answered(&id);
+                }
+            }
+            Some("agent_start") => self.turn_running = true,
+            Some("agent_end") => self.turn_running = false,
+            Some("amarre.session_event") => self.turn_running = false,
+            _ => {}
+        }
+        let kind = head.kind.as_deref();
+        for id in self.track_turn(kind, Some(seq)) {
+            self.answered(&id);
+        }
+    }
+
+    /// Whether a restored stream ended inside a turn (an `agent_start`
+    /// without its `agent_end`).
+    pub(crate) fn turn_running(&self) -> bool {
+        self.turn_running
     }
 
     /// Numbers and buffers a record that goes to the clients; returns its
@@ -215,6 +273,42 @@ mod tests {
     fn push(s: &mut Stream, text: &str) -> Option<u64> {
         let head = parse_head(text.as_bytes());
         s.push(&Text::from(text.to_owned()), head.as_ref())
+    }
+
+    #[test]
+    fn a_restored_stream_keeps_numbers_questions_and_turns() {
+        let mut s = Stream::new(100, 1 << 20);
+        let rec = |t: &str| Text::from(t.to_owned());
+        s.restore(4, &rec(r#"{"type":"agent_start"}"#));
+        s.restore(
+            5,
+            &rec(r#"{"type":"extension_ui_request","id":"q1","method":"confirm"}"#),
+        );
+        s.restore(
+            6,
+            &rec(r#"{"type":"extension_ui_request","id":"q2","method":"confirm"}"#),
+        );
+        s.restore(
+            7,
+            &rec(r#"{"type":"amarre.question_resolved","id":"q1","reason":"answered"}"#),
+        );
+        // A number at or below the last is ignored, never reused.
+        s.restore(7, &rec(r#"{"dup":true}"#));
+        assert_eq!(s.last_seq(), 7);
+        assert_eq!(s.oldest_seq(), 4);
+        assert!(s.turn_running());
+        assert_eq!(s.pending_count(), 1, "q2 still waits");
+        s.continue_from(9);
+        assert_eq!(push(&mut s, r#"{"next":1}"#), Some(10));
+        let c = s.catchup(Some(5), Instant::now());
+        assert_eq!(
+            c.replay.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![6, 7, 10]
+        );
+        let mut s = Stream::new(100, 1 << 20);
+        s.restore(1, &rec(r#"{"type":"agent_start"}"#));
+        s.restore(2, &rec(r#"{"type":"agent_end"}"#));
+        assert!(!s.turn_running());
     }
 
     #[test]

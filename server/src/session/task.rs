@@ -58,6 +58,10 @@ pub(super) struct SessionTask {
     stream: Stream,
     timers: PushTimers,
     _budget: CloseBudget,
+    /// The session's record log when sessions are durable (PROTOCOL.md
+    /// 12.3): each step's records are written to it before they go to any
+    /// client ([`SessionTask::flush`]).
+    log: Option<crate::state::RecordLog>,
 }
 
 /// Closes the session's inbound byte budget when the task ends (also by a
@@ -70,6 +74,15 @@ impl Drop for CloseBudget {
     }
 }
 
+/// How a session read back at start comes back (PROTOCOL.md 12.3).
+pub(super) enum Restored {
+    /// Respawned: `resumed` when the adapter was handed a resume token it
+    /// can use; `interrupted` when a turn or a question was cut off.
+    Respawned { resumed: bool, interrupted: bool },
+    /// The respawn failed: the session is crashed (`resume_failed`).
+    Failed { detail: String },
+}
+
 async fn sleep_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -78,17 +91,21 @@ async fn sleep_opt(deadline: Option<Instant>) {
 }
 
 impl SessionTask {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start(
         handle: Arc<SessionHandle>,
         deps: Arc<Deps>,
         ctrl_rx: mpsc::Receiver<Control>,
         inbound_rx: mpsc::Receiver<Inbound>,
-        instance: Arc<Instance>,
-        started: Started,
+        agent: Option<(Arc<Instance>, Started)>,
+        stream: Stream,
+        log: Option<crate::state::RecordLog>,
+        restored: Option<Restored>,
     ) {
         let limits = &deps.limits;
         let mut task = SessionTask {
-            stream: Stream::new(limits.replay_records, limits.replay_bytes),
+            stream,
+            log,
             agent: Agent::new(limits.max_line_bytes),
             clients: Clients::new(
                 limits.client_queue_records,
@@ -103,8 +120,98 @@ impl SessionTask {
             run: None,
             deps,
         };
-        task.install(instance, started);
+        if let Some((instance, started)) = agent {
+            task.install(instance, started);
+        }
+        match restored {
+            Some(Restored::Respawned {
+                resumed,
+                interrupted,
+            }) => {
+                // The first record of the stream after a restart.
+                let event = serde_json::json!({
+                    "type": "amarre.session_event",
+                    "event": "resumed",
+                    "resumed": resumed,
+                    "interrupted": interrupted,
+                });
+                task.publish(Text::from(event.to_string()));
+                // Questions asked before the restart wait for nobody now.
+                task.resolve_all("cancelled");
+            }
+            Some(Restored::Failed { detail }) => {
+                task.resolve_all("cancelled");
+                let event = serde_json::json!({
+                    "type": "amarre.session_event",
+                    "event": "crashed",
+                    "exitCode": null,
+                    "signal": null,
+                    "reason": "resume_failed",
+                    "detail": detail,
+                });
+                task.publish(Text::from(event.to_string()));
+            }
+            None => {}
+        }
+        task.flush();
+        task.save_meta();
         tokio::spawn(task.main());
+    }
+
+    // ----- durability (PROTOCOL.md 12.3) --------------------------------
+
+    /// The session's metadata as stored, with `status` as given.
+    fn meta(&self, status: Status) -> crate::state::Meta {
+        let st = self.handle.lock().clone();
+        crate::state::Meta {
+            id: self.handle.id.clone(),
+            name: self.handle.name.clone(),
+            instance_id: self.handle.instance_id.clone(),
+            cwd: self.handle.options.cwd.clone(),
+            env: self.handle.options.env.clone(),
+            status: match status {
+                Status::Running => "running".into(),
+                _ => "crashed".into(),
+            },
+            created_at: self.handle.created_at,
+            order: self.handle.order,
+            spawned_at: st.spawned_at,
+            exited: st.exited,
+            exit_code: st.exit_code,
+            signal: st.signal,
+            resume_token: st.resume_token,
+            last_seq: self.stream.last_seq(),
+        }
+    }
+
+    /// Stores the session's metadata (a status or resume token changed).
+    fn save_meta(&self) {
+        let status = self.handle.status();
+        if let Some(state) = &self.deps.state
+            && status != Status::Stopped
+        {
+            state.save_meta(&self.meta(status));
+        }
+    }
+
+    /// Writes the step's records to the log, before any client gets them.
+    /// A failed write stops persistence (one log line); the relay goes on.
+    fn persist(&mut self) {
+        let Some(log) = self.log.as_mut() else { return };
+        if !log.has_pending() {
+            return;
+        }
+        let state = self.deps.state.as_deref();
+        if state.is_some_and(|s| !s.active()) {
+            self.log = None;
+            return;
+        }
+        if let Err(e) = log.write(self.stream.oldest_seq()) {
+            if let Some(s) = state {
+                s.failed("append to a record log", log.dir(), &e);
+            }
+            self.log = None;
+        }
     }
 
     /// Takes over a freshly started agent.
@@ -226,8 +333,17 @@ impl SessionTask {
                 }
             }
             Control::Delete { reply } => {
-                self.stop(Status::Stopped, 1000, "session deleted").await;
-                let state = spawn::state_dir(&self.deps.files_root, &self.handle.id);
+                self.stop(Status::Stopped, 1000, "session deleted", true)
+                    .await;
+                self.log = None;
+                if let Some(state) = &self.deps.state {
+                    state.forget(&self.handle.id);
+                }
+                let state = spawn::state_dir(
+                    &self.deps.files_root,
+                    self.deps.state.as_deref(),
+                    &self.handle.id,
+                );
                 if state.exists() {
                     let _ = std::fs::remove_dir_all(state);
                 }
@@ -235,7 +351,25 @@ impl SessionTask {
                 return ControlFlow::Break(());
             }
             Control::Shutdown { reply } => {
-                self.stop(Status::Stopped, 1001, "server shutting down")
+                // Durable: the session is kept as it is for the next start
+                // (a running one resumes); nothing more goes to its log, so
+                // questions cut off are resolved after the restart.
+                let keep = self.deps.state.is_some();
+                if keep {
+                    self.flush();
+                    let status = self.handle.status();
+                    if let Some(state) = &self.deps.state
+                        && status != Status::Stopped
+                    {
+                        state.save_meta(&self.meta(status));
+                    }
+                    if let Some(log) = self.log.take()
+                        && let Err(e) = log.sync()
+                    {
+                        tracing::warn!(session = %self.handle.id, error = %e, "syncing the record log at shutdown failed");
+                    }
+                }
+                self.stop(Status::Stopped, 1001, "server shutting down", !keep)
                     .await;
                 let _ = reply.send(());
                 return ControlFlow::Break(());
@@ -361,14 +495,18 @@ impl SessionTask {
         state.exited = false;
         state.exit_code = None;
         state.signal = None;
+        drop(state);
+        self.save_meta();
         Ok(())
     }
 
     /// DELETE and shutdown: close clients, terminate the agent's group
     /// (SIGTERM, SIGKILL after the grace) and wait for it to end.
-    async fn stop(&mut self, status: Status, code: u16, reason: &'static str) {
+    async fn stop(&mut self, status: Status, code: u16, reason: &'static str, resolve: bool) {
         self.handle.lock().status = status;
-        self.resolve_all("cancelled");
+        if resolve {
+            self.resolve_all("cancelled");
+        }
         self.close_clients(code, reason);
         self.timers.clear();
         let Some(run) = self.run.take() else { return };
@@ -453,7 +591,12 @@ impl SessionTask {
             match e {
                 Emit::ToClient(text) => self.publish(Text::from(text)),
                 Emit::ToAgent(text) => self.agent.inp.queue(text.as_bytes()),
-                Emit::ResumeToken(token) => self.handle.set_resume_token(token),
+                Emit::ResumeToken(token) => {
+                    if self.handle.resume_token().as_deref() != Some(token.as_str()) {
+                        self.handle.set_resume_token(token);
+                        self.save_meta();
+                    }
+                }
             }
         }
     }
@@ -485,6 +628,9 @@ impl SessionTask {
     fn publish(&mut self, text: Text) {
         let head = parse_head(text.as_bytes());
         let seq = self.stream.push(&text, head.as_ref());
+        if let (Some(log), Some(n)) = (self.log.as_mut(), seq) {
+            log.push(n, text.as_bytes());
+        }
         if let Some(h) = &head {
             self.timers.arm(h, &text, Instant::now);
         }
@@ -504,6 +650,7 @@ impl SessionTask {
 
     /// Delivers the step's records to every client (one batch each).
     fn flush(&mut self) {
+        self.persist();
         let before = self.clients.len();
         let slow = self.clients.flush();
         self.closed_slow(&slow);
@@ -520,6 +667,9 @@ impl SessionTask {
     }
 
     fn close_clients(&mut self, code: u16, reason: &'static str) {
+        // `close_all` delivers the step's records first: they are logged
+        // before that, as in `flush`.
+        self.persist();
         let slow = self.clients.close_all((code, reason));
         self.closed_slow(&slow);
         self.update_client_count();
@@ -641,6 +791,7 @@ impl SessionTask {
             state.exit_code = code;
             state.signal = signal.clone();
         }
+        self.save_meta();
         let mut event = serde_json::json!({
             "type": "amarre.session_event",
             "event": "crashed",

@@ -10,6 +10,7 @@
 //!   rounds in one run, with the floors, each figure's ratio.
 //! - `translate`: per-record adapter cost through the real host.
 //! - `languages`: the redact adapter in JavaScript next to its Rust twin.
+//! - `durable`: durable sessions' cost (persistence on versus off).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -86,6 +87,13 @@ enum Cmd {
     /// The redact adapter in JavaScript next to its Rust twin: size,
     /// compile and instantiate time, memory, per-record cost.
     Languages,
+    /// Durable sessions: relay with a state directory and without, restore
+    /// time, log bytes per record.
+    Durable {
+        /// The daemon binary (default: `amarre` next to this program).
+        #[arg(long)]
+        daemon: Option<PathBuf>,
+    },
     /// Hot-reload time of the claude-code component, uncached and cached.
     Reload {
         /// The daemon binary (default: `amarre` next to this program).
@@ -1057,6 +1065,10 @@ async fn main() {
         Cmd::WsEcho => floor::ws_echo::serve().await.map_err(|e| e.to_string()),
         Cmd::Translate => translate_report(cli.runs).await,
         Cmd::Languages => languages_report(cli.runs).await,
+        Cmd::Durable { daemon } => {
+            let bin = daemon.unwrap_or_else(|| sibling("amarre"));
+            amarre_e2e::bench_durable::report(&bin.to_string_lossy(), cli.runs, cli.size).await
+        }
         Cmd::Reload { daemon } => {
             reload_report(daemon.unwrap_or_else(|| sibling("amarre")), cli.runs).await
         }
