@@ -223,6 +223,14 @@ export function reduce(prev: View, r: Rec): View {
         v.running = false;
         v.questions = [];
         for (const it of v.items) if (it.kind === "assistant" && it.streaming) own(it).streaming = false;
+      } else if (r.event === "resumed") {
+        // The daemon restarted (durable sessions, PROTOCOL.md 12.3): a turn
+        // that was running is gone; the agent waits for the next prompt.
+        const how = r.resumed === true ? "the conversation continues" : "the agent started fresh";
+        const lost = r.interrupted === true ? " The turn that was running was lost." : "";
+        v.items.push({ kind: "event", key: key(v, "e"), text: `The daemon restarted; ${how}.${lost}`, level: "info" });
+        v.running = false;
+        for (const it of v.items) if (it.kind === "assistant" && it.streaming) own(it).streaming = false;
       }
       break;
     }

@@ -129,6 +129,17 @@ describe("records to view", () => {
     expect(v.items.at(-1)).toMatchObject({ kind: "event", level: "error", text: expect.stringContaining("exit code 1") });
   });
 
+  it("a daemon restart ends the running turn and says whether the conversation continues", () => {
+    const records = stream("tool-allowed.jsonl");
+    const started = records.findIndex((r) => r.type === "agent_start");
+    let v = feed(records.slice(0, started + 1));
+    expect(v.running).toBe(true);
+    v = reduce(v, { type: "amarre.session_event", event: "resumed", resumed: true, interrupted: true, _seq: 999 });
+    expect(v.running).toBe(false);
+    expect(v.items.at(-1)).toMatchObject({ kind: "event", level: "info", text: expect.stringContaining("conversation continues") });
+    expect(v.items.at(-1)).toMatchObject({ text: expect.stringContaining("was lost") });
+  });
+
   it("a replay gap asks for history, which get_messages rebuilds", () => {
     let v = reduce(emptyView(), { type: "amarre.replay_gap", from: 1, to: 40 });
     expect(v.needsHistory).toBe(true);
