@@ -293,7 +293,14 @@ fn fuzz(target: &str, builtin: &str, words: &'static [&'static str]) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let host = AdapterHost::new(AdapterLimits::default()).expect("adapter host");
+    // A generous call budget: the target is about what translators do with
+    // their input, not about budgets (a busy machine must not turn a slow
+    // call into a trap here).
+    let host = AdapterHost::new(AdapterLimits {
+        call_budget: std::time::Duration::from_secs(5),
+        ..AdapterLimits::default()
+    })
+    .expect("adapter host");
     let adapter = rt
         .block_on(host.load_builtin(builtin))
         .unwrap_or_else(|e| panic!("the built-in {builtin} adapter: {}", e.0));
