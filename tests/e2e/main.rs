@@ -7,6 +7,7 @@ mod auth;
 mod claude;
 mod cli;
 mod deploy;
+mod guests;
 mod harness;
 mod languages;
 mod lifecycle;

@@ -77,12 +77,15 @@ impl Mark {
     }
 
     /// The guest's running time from `self` to `now` (`tick` when the two
-    /// were taken on different threads and cannot be compared).
+    /// were taken on different threads and cannot be compared; at most
+    /// `tick` from a wall-time mark).
     fn until(self, now: Mark, wall: Instant, tick: Duration) -> Duration {
         match (self, now) {
             (Mark::Cpu(a, t0), Mark::Cpu(b, t1)) if a == b => t1.saturating_sub(t0),
             (Mark::Cpu(..), _) => tick,
-            (Mark::Wall(t0), _) => wall.saturating_duration_since(t0),
+            // The first callback comes at the first tick after the call
+            // began: longer means the thread was descheduled meanwhile.
+            (Mark::Wall(t0), _) => wall.saturating_duration_since(t0).min(tick),
         }
     }
 }
