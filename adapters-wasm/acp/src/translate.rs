@@ -21,6 +21,10 @@ pub const MAX_HISTORY: usize = 1000;
 /// `turn_end` and `agent_end`, are bounded the same way. Everything the
 /// adapter keeps lives in its sandbox (64 MiB by default).
 pub const MAX_HISTORY_BYTES: usize = 4 << 20;
+/// The most text one content block keeps from its chunks: every chunk still
+/// reaches the clients, but the block's `*_end`, `message_end` and history
+/// hold at most this much.
+pub const MAX_BLOCK_BYTES: usize = 4 << 20;
 /// The ACP protocol version this adapter speaks.
 const PROTOCOL_VERSION: u64 = 1;
 /// Version of the saved state layout.
@@ -999,7 +1003,12 @@ impl<C: Clock> Translator<C> {
         }
         let i = c.blocks.len() - 1;
         if let Some(Block::Text(t) | Block::Thinking(t)) = c.blocks.last_mut() {
-            t.push_str(text);
+            let room = MAX_BLOCK_BYTES.saturating_sub(t.len());
+            let mut end = text.len().min(room);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            t.push_str(&text[..end]);
         }
         let kind = if thinking {
             "thinking_delta"

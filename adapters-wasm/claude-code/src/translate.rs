@@ -29,6 +29,11 @@ const STATE_VERSION: u32 = 1;
 /// sandbox (64 MiB by default), and answering `get_messages` holds the
 /// history twice more (its JSON and the record).
 pub const MAX_HISTORY_BYTES: usize = 4 << 20;
+/// The most text (or tool input JSON) one content block keeps from its
+/// streamed deltas: every delta still reaches the clients, but the block's
+/// `*_end`, `message_end` and history hold at most this much (several
+/// copies of a block live at once when its message ends).
+pub const MAX_BLOCK_BYTES: usize = 4 << 20;
 
 /// Where a translated record goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +183,21 @@ fn update(event: Value) -> Out {
     Out::Client(s(
         &json!({"type": "message_update", "assistantMessageEvent": event}),
     ))
+}
+
+/// Appends `delta` to a block's `text`, up to [`MAX_BLOCK_BYTES`] (cut on a
+/// character boundary).
+fn append_capped(text: &mut String, delta: &str) {
+    let room = MAX_BLOCK_BYTES.saturating_sub(text.len());
+    if delta.len() <= room {
+        text.push_str(delta);
+        return;
+    }
+    let mut end = room;
+    while !delta.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.push_str(&delta[..end]);
 }
 
 /// The length of `v` as compact JSON, without writing it (strings count
@@ -846,7 +866,7 @@ impl<C: Clock> Translator<C> {
                         "text_delta",
                     ) => {
                         let delta = d["text"].as_str().unwrap_or("");
-                        text.push_str(delta);
+                        append_capped(text, delta);
                         out.push(update(
                             json!({"type": "text_delta", "contentIndex": index, "delta": delta}),
                         ));
@@ -859,7 +879,7 @@ impl<C: Clock> Translator<C> {
                         "thinking_delta",
                     ) => {
                         let delta = d["thinking"].as_str().unwrap_or("");
-                        text.push_str(delta);
+                        append_capped(text, delta);
                         out.push(update(json!({"type": "thinking_delta", "contentIndex": index, "delta": delta})));
                     }
                     (
@@ -871,7 +891,7 @@ impl<C: Clock> Translator<C> {
                         "input_json_delta",
                     ) => {
                         let delta = d["partial_json"].as_str().unwrap_or("");
-                        json.push_str(delta);
+                        append_capped(json, delta);
                         out.push(update(json!({"type": "toolcall_delta", "contentIndex": index, "delta": delta})));
                     }
                     _ => {}
@@ -1388,6 +1408,36 @@ mod tests {
         old.as_object_mut().unwrap().remove("history_omitted");
         let restored = Translator::new(TestClock(0), Some(&old.to_string())).unwrap();
         assert_eq!(restored.state, tr.state);
+    }
+
+    #[test]
+    fn a_streamed_block_keeps_at_most_max_block_bytes_but_forwards_every_delta() {
+        let mut tr = t();
+        tr.from_client(r#"{"type":"prompt","message":"go"}"#)
+            .unwrap();
+        let ev = |e: Value| json!({"type": "stream_event", "event": e}).to_string();
+        tr.from_agent(&ev(json!({"type": "message_start", "message": {"id": "m", "role": "assistant", "content": []}})))
+            .unwrap();
+        tr.from_agent(&ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})))
+            .unwrap();
+        let chunk = "é".repeat(1 << 20); // 2 MiB
+        let mut forwarded = 0;
+        for _ in 0..3 {
+            let out = tr
+                .from_agent(&ev(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": chunk}})))
+                .unwrap();
+            forwarded += client(&out)[0]["assistantMessageEvent"]["delta"]
+                .as_str()
+                .unwrap()
+                .len();
+        }
+        assert_eq!(forwarded, 3 * chunk.len());
+        let out = tr
+            .from_agent(&ev(json!({"type": "content_block_stop", "index": 0})))
+            .unwrap();
+        let end = &client(&out)[0]["assistantMessageEvent"];
+        assert_eq!(end["type"], "text_end");
+        assert_eq!(end["content"].as_str().unwrap().len(), MAX_BLOCK_BYTES);
     }
 
     #[test]
