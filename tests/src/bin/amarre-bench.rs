@@ -653,7 +653,7 @@ async fn probe(
     }
     let healthz = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    ws.send(Message::text(json!({"type": "probe", "n": n}).to_string()))
+    ws.send(Message::text(format!("{{\"type\":\"probe\",\"n\":{n}}}")))
         .await
         .map_err(|e| e.to_string())?;
     loop {
@@ -694,7 +694,12 @@ async fn stall_run(bin: &str, fake: &str) -> Result<(f64, f64, f64), String> {
     };
     let id = echo.create().await?;
     let mut ws = echo.connect(&id).await?;
-    probe(&http, &d.url, &mut ws, 0).await?;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        probe(&http, &d.url, &mut ws, 0),
+    )
+    .await
+    .map_err(|_| "the first probe got no answer in 30 s".to_string())??;
     let lp = Target {
         url: d.url.clone(),
         instance: Some("loop".into()),
@@ -723,7 +728,12 @@ async fn stall_run(bin: &str, fake: &str) -> Result<(f64, f64, f64), String> {
         if t.elapsed() > std::time::Duration::from_secs(60) {
             return Err("the looping calls never ended".into());
         }
-        let (h, r) = probe(&http, &d.url, &mut ws, n).await?;
+        let (h, r) = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            probe(&http, &d.url, &mut ws, n),
+        )
+        .await
+        .map_err(|_| format!("probe {n} got no answer in 30 s"))??;
         healthz = healthz.max(h);
         trip = trip.max(r);
         n += 1;
@@ -732,9 +742,48 @@ async fn stall_run(bin: &str, fake: &str) -> Result<(f64, f64, f64), String> {
     Ok((healthz, trip, t.elapsed().as_secs_f64() * 1e3))
 }
 
+/// What a pool of guest threads would add to every call: a hop from the
+/// session task to a dedicated thread and back (a channel each way, the
+/// task awaiting the answer), in µs per round trip, for `n` calls.
+async fn hop_cost(n: usize) -> Vec<f64> {
+    let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+    let worker = std::thread::spawn(move || {
+        while let Ok(reply) = rx.recv() {
+            let _ = reply.send(());
+        }
+    });
+    let mut micros = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if tx.send(reply).is_err() {
+            break;
+        }
+        let _ = answer.await;
+        micros.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(tx);
+    let _ = worker.join();
+    micros
+}
+
 async fn guests_report(bin: PathBuf, runs: usize) -> Result<(), String> {
     let bin = bin.to_string_lossy().into_owned();
     let fake = sibling("fake-agent").to_string_lossy().into_owned();
+    let (mut p50, mut p99) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let v = sorted(hop_cost(20_000).await);
+        p50.push(percentile(&v, 50.0));
+        p99.push(percentile(&v, 99.0));
+    }
+    println!("| a guest-thread hop per call (the pool design), µs | p50 | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| session task -> thread -> session task | {} | {} |",
+        spread(&p50, 2),
+        spread(&p99, 2)
+    );
+    println!();
     let (mut healthz, mut trip, mut spent) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let (h, r, s) = stall_run(&bin, &fake).await?;
