@@ -1179,6 +1179,8 @@ impl<C: Clock> Translator<C> {
         self.state.streaming = false;
         self.state.started = false;
         self.state.permissions.clear();
+        // Tool results come within their run: the names are not needed after.
+        self.state.tool_names.clear();
         if self.state.aborting {
             self.state.aborting = false;
             for id in std::mem::take(&mut self.state.abort_waiters) {
