@@ -109,6 +109,21 @@ async fn claude_code_survives_300_turns_of_500_kb_and_a_12_mib_line() {
     let s = d.create(json!({})).await;
     let id = s["id"].as_str().unwrap().to_owned();
     let mut ws = d.ws(&id, "").await;
+    // A client record too large for the adapter is dropped and reported.
+    ws.send_json(json!({"type": "prompt", "id": "big", "message": "z".repeat(5 << 20)}))
+        .await;
+    let dropped = recv_containing(
+        &mut ws,
+        &d,
+        "the client drop report",
+        "amarre.record_dropped",
+    )
+    .await;
+    let dropped: Value = serde_json::from_str(&dropped).unwrap();
+    assert_eq!(dropped["direction"], "from_client");
+    assert_eq!(dropped["reason"], "adapter_limit");
+    // A second later, so that the agent-side drop below is reported at once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     for n in 0..300 {
         ws.send_json(json!({"type": "prompt", "id": format!("p{n}"), "message": "BIG 500000"}))
             .await;
