@@ -9,6 +9,7 @@ mod cli;
 mod connections;
 mod deploy;
 mod durable;
+mod guests;
 mod harness;
 mod languages;
 mod lifecycle;

@@ -221,7 +221,8 @@ async fn metrics_count_a_scripted_session() {
             .starts_with("text/plain; version=0.0.4")
     );
     let text = resp.text().await.unwrap();
-    // 3 echoes + the exit command; the agent echoed 3, then the crash event.
+    // 3 echoes + the exit command; the agent echoed 3, then the report of
+    // the dropped record and the crash event.
     assert_eq!(
         metric(
             &text,
@@ -234,7 +235,7 @@ async fn metrics_count_a_scripted_session() {
             &text,
             r#"amarre_records_total{direction="agent_to_client"}"#
         ),
-        4.0
+        5.0
     );
     assert!(metric(&text, r#"amarre_bytes_total{direction="agent_to_client"}"#) > 20.0);
     assert_eq!(

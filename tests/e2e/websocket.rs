@@ -49,6 +49,12 @@ async fn non_json_records_are_dropped_and_binary_frames_ignored() {
         .await
         .unwrap();
     ws.send_json(json!({"n": 2})).await;
+    // The drop is reported to the session's clients (PROTOCOL 12.6).
+    assert_eq!(
+        ws.recv_json("the drop report").await,
+        json!({"type": "amarre.record_dropped", "direction": "from_client", "bytes": 8,
+            "reason": "not_json", "count": 1})
+    );
     assert_eq!(ws.recv_json("first JSON record").await, json!({"n": 1}));
     assert_eq!(ws.recv_json("second JSON record").await, json!({"n": 2}));
     d.wait_log("not JSON").await;
@@ -214,6 +220,10 @@ async fn oversized_lines_are_dropped_in_both_directions() {
     // A client record over the line limit (in a frame under the frame limit).
     ws.send_text(&format!("{{\"pad\":\"{}\"}}\n{{\"n\":1}}", "x".repeat(200)))
         .await;
+    let report = ws.recv_json("the drop report").await;
+    assert_eq!(report["type"], "amarre.record_dropped");
+    assert_eq!(report["reason"], "line_too_long");
+    assert_eq!(report["direction"], "from_client");
     assert_eq!(
         ws.recv_json("the record after the dropped one").await,
         json!({"n": 1})

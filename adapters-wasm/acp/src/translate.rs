@@ -16,6 +16,15 @@ use serde_json::{Map, Value, json};
 const MAX_QUESTION_CHARS: usize = 400;
 /// The most messages `get_messages` keeps (the oldest go first).
 pub const MAX_HISTORY: usize = 1000;
+/// The most history kept, in bytes of JSON (the oldest go first, the
+/// newest is always kept); the messages of the turn in flight, for its
+/// `turn_end` and `agent_end`, are bounded the same way. Everything the
+/// adapter keeps lives in its sandbox (64 MiB by default).
+pub const MAX_HISTORY_BYTES: usize = 4 << 20;
+/// The most text one content block keeps from its chunks: every chunk still
+/// reaches the clients, but the block's `*_end`, `message_end` and history
+/// hold at most this much.
+pub const MAX_BLOCK_BYTES: usize = 4 << 20;
 /// The ACP protocol version this adapter speaks.
 const PROTOCOL_VERSION: u64 = 1;
 /// Version of the saved state layout.
@@ -160,12 +169,23 @@ pub struct State {
     next_id: u64,
     /// Our requests by JSON-RPC id (as compact JSON text).
     pending: BTreeMap<String, Pending>,
-    /// Messages of this process, at most [`MAX_HISTORY`].
+    /// Messages of this process, at most [`MAX_HISTORY`] and
+    /// [`MAX_HISTORY_BYTES`].
     history: VecDeque<Value>,
+    /// How many older messages were dropped from `history`.
+    #[serde(default)]
+    history_omitted: u64,
+    /// The JSON size of `history` (recomputed on restore).
+    #[serde(skip)]
+    history_bytes: usize,
+    /// The JSON size of `turn_messages` (recomputed on restore).
+    #[serde(skip)]
+    turn_bytes: usize,
     /// A prompt is in flight (sent, not answered).
     streaming: bool,
-    /// How many history messages belong to the prompt in flight.
-    turn_messages: Vec<Value>,
+    /// The messages of the prompt in flight (the newest
+    /// [`MAX_HISTORY_BYTES`] of them).
+    turn_messages: VecDeque<Value>,
     queue: VecDeque<Queued>,
     permissions: BTreeMap<String, PendingPermission>,
     tools: BTreeMap<String, Tool>,
@@ -183,6 +203,24 @@ pub struct Translator<C: Clock> {
 
 fn s(v: &Value) -> String {
     v.to_string()
+}
+
+/// The length of `v` as compact JSON, without writing it (strings count
+/// their bytes, not their escapes).
+pub fn json_size(v: &Value) -> usize {
+    match v {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| json_size(x) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, x)| k.len() + 4 + json_size(x))
+                .sum::<usize>()
+        }
+    }
 }
 
 fn response(
@@ -354,6 +392,9 @@ impl<C: Clock> Translator<C> {
                         state.v
                     )));
                 }
+                let mut state = state;
+                state.history_bytes = state.history.iter().map(json_size).sum();
+                state.turn_bytes = state.turn_messages.iter().map(json_size).sum();
                 state
             }
         };
@@ -387,10 +428,24 @@ impl<C: Clock> Translator<C> {
     }
 
     fn remember(&mut self, message: Value) {
-        self.state.turn_messages.push(message.clone());
-        self.state.history.push_back(message);
-        while self.state.history.len() > MAX_HISTORY {
-            self.state.history.pop_front();
+        let size = json_size(&message);
+        let st = &mut self.state;
+        st.turn_bytes += size;
+        st.turn_messages.push_back(message.clone());
+        while st.turn_bytes > MAX_HISTORY_BYTES && st.turn_messages.len() > 1 {
+            if let Some(old) = st.turn_messages.pop_front() {
+                st.turn_bytes = st.turn_bytes.saturating_sub(json_size(&old));
+            }
+        }
+        st.history_bytes += size;
+        st.history.push_back(message);
+        while (st.history.len() > MAX_HISTORY || st.history_bytes > MAX_HISTORY_BYTES)
+            && st.history.len() > 1
+        {
+            if let Some(old) = st.history.pop_front() {
+                st.history_bytes = st.history_bytes.saturating_sub(json_size(&old));
+                st.history_omitted += 1;
+            }
         }
     }
 
@@ -562,13 +617,15 @@ impl<C: Clock> Translator<C> {
                 });
                 out.push(response("get_state", &id, true, Some(data), None));
             }
-            "get_messages" => out.push(response(
-                "get_messages",
-                &id,
-                true,
-                Some(json!({"messages": self.state.history})),
-                None,
-            )),
+            "get_messages" => {
+                let mut data = json!({"messages": self.state.history});
+                if self.state.history_omitted > 0 {
+                    // The history was cut: say so, and how much is missing.
+                    data["truncated"] = json!(true);
+                    data["omittedMessages"] = json!(self.state.history_omitted);
+                }
+                out.push(response("get_messages", &id, true, Some(data), None));
+            }
             "set_model" => {
                 let model = o
                     .get("modelId")
@@ -730,6 +787,7 @@ impl<C: Clock> Translator<C> {
         };
         self.state.streaming = true;
         self.state.turn_messages.clear();
+        self.state.turn_bytes = 0;
         out.push(client(json!({"type": "agent_start"})));
         out.push(client(json!({"type": "turn_start"})));
         out.push(client(json!({"type": "message_start", "message": user})));
@@ -945,7 +1003,12 @@ impl<C: Clock> Translator<C> {
         }
         let i = c.blocks.len() - 1;
         if let Some(Block::Text(t) | Block::Thinking(t)) = c.blocks.last_mut() {
-            t.push_str(text);
+            let room = MAX_BLOCK_BYTES.saturating_sub(t.len());
+            let mut end = text.len().min(room);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            t.push_str(&text[..end]);
         }
         let kind = if thinking {
             "thinking_delta"
@@ -1209,6 +1272,7 @@ impl<C: Clock> Translator<C> {
             ));
         }
         let messages = std::mem::take(&mut self.state.turn_messages);
+        self.state.turn_bytes = 0;
         let assistants: Vec<&Value> = messages
             .iter()
             .filter(|m| m["role"] == "assistant")

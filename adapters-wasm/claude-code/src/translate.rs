@@ -23,6 +23,17 @@ pub const USER_DENIAL: &str = "The remote user denied this tool use.";
 pub const ABORT_DENIAL: &str = "aborted";
 /// Version of the saved state layout.
 const STATE_VERSION: u32 = 1;
+/// The most history kept for `get_messages` (and a turn's `turn_end` and
+/// `agent_end`), in bytes of JSON: the oldest messages are dropped first,
+/// the newest is always kept. Everything the adapter keeps lives in its
+/// sandbox (64 MiB by default), and answering `get_messages` holds the
+/// history twice more (its JSON and the record).
+pub const MAX_HISTORY_BYTES: usize = 4 << 20;
+/// The most text (or tool input JSON) one content block keeps from its
+/// streamed deltas: every delta still reaches the clients, but the block's
+/// `*_end`, `message_end` and history hold at most this much (several
+/// copies of a block live at once when its message ends).
+pub const MAX_BLOCK_BYTES: usize = 4 << 20;
 
 /// Where a translated record goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,8 +118,15 @@ pub struct State {
     session_id: Option<String>,
     model: Option<String>,
     permission_mode: Option<String>,
-    /// Every user, assistant and toolResult message of this process.
-    history: Vec<Value>,
+    /// The user, assistant and toolResult messages of this process, the
+    /// newest [`MAX_HISTORY_BYTES`] of them.
+    history: VecDeque<Value>,
+    /// How many older messages were dropped from `history`.
+    #[serde(default)]
+    history_omitted: u64,
+    /// The JSON size of `history` (recomputed on restore).
+    #[serde(skip)]
+    history_bytes: usize,
     /// A prompt is in flight (sent, no `result` yet).
     streaming: bool,
     /// `agent_start` was emitted for the prompt in flight.
@@ -167,6 +185,39 @@ fn update(event: Value) -> Out {
     ))
 }
 
+/// Appends `delta` to a block's `text`, up to [`MAX_BLOCK_BYTES`] (cut on a
+/// character boundary).
+fn append_capped(text: &mut String, delta: &str) {
+    let room = MAX_BLOCK_BYTES.saturating_sub(text.len());
+    if delta.len() <= room {
+        text.push_str(delta);
+        return;
+    }
+    let mut end = room;
+    while !delta.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.push_str(&delta[..end]);
+}
+
+/// The length of `v` as compact JSON, without writing it (strings count
+/// their bytes, not their escapes).
+pub fn json_size(v: &Value) -> usize {
+    match v {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| json_size(x) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, x)| k.len() + 4 + json_size(x))
+                .sum::<usize>()
+        }
+    }
+}
+
 /// Cuts text to `max` characters, the last being an ellipsis.
 pub fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -223,10 +274,33 @@ impl<C: Clock> Translator<C> {
                         state.v
                     )));
                 }
+                let mut state = state;
+                state.history_bytes = state.history.iter().map(json_size).sum();
                 state
             }
         };
-        Ok(Translator { state, clock })
+        let mut t = Translator { state, clock };
+        t.trim_history();
+        Ok(t)
+    }
+
+    /// Adds a message to the history, dropping the oldest beyond
+    /// [`MAX_HISTORY_BYTES`].
+    fn remember(&mut self, message: Value) {
+        self.state.history_bytes += json_size(&message);
+        self.state.history.push_back(message);
+        self.trim_history();
+    }
+
+    fn trim_history(&mut self) {
+        while self.state.history_bytes > MAX_HISTORY_BYTES && self.state.history.len() > 1 {
+            let Some(old) = self.state.history.pop_front() else {
+                break;
+            };
+            self.state.history_bytes = self.state.history_bytes.saturating_sub(json_size(&old));
+            self.state.history_omitted += 1;
+            self.state.prompt_start = self.state.prompt_start.saturating_sub(1);
+        }
     }
 
     /// The state for a newer version of this adapter.
@@ -360,13 +434,13 @@ impl<C: Clock> Translator<C> {
                 out.push(response("get_state", &id, true, Some(data), None));
             }
             "get_messages" => {
-                out.push(response(
-                    "get_messages",
-                    &id,
-                    true,
-                    Some(json!({"messages": self.state.history})),
-                    None,
-                ));
+                let mut data = json!({"messages": self.state.history});
+                if self.state.history_omitted > 0 {
+                    // The history was cut: say so, and how much is missing.
+                    data["truncated"] = json!(true);
+                    data["omittedMessages"] = json!(self.state.history_omitted);
+                }
+                out.push(response("get_messages", &id, true, Some(data), None));
             }
             "get_last_assistant_text" => {
                 let text = self
@@ -518,7 +592,7 @@ impl<C: Clock> Translator<C> {
             json!({"role": "user", "content": pi_content, "timestamp": now})
         };
         self.state.prompt_start = self.state.history.len();
-        self.state.history.push(user);
+        self.remember(user);
         self.state.streaming = true;
         self.state.started = false;
     }
@@ -712,7 +786,7 @@ impl<C: Clock> Translator<C> {
         out.push(Out::Client(s(
             &json!({"type": "message_end", "message": msg}),
         )));
-        self.state.history.push(msg);
+        self.remember(msg);
         self.state.current = None;
     }
 
@@ -792,7 +866,7 @@ impl<C: Clock> Translator<C> {
                         "text_delta",
                     ) => {
                         let delta = d["text"].as_str().unwrap_or("");
-                        text.push_str(delta);
+                        append_capped(text, delta);
                         out.push(update(
                             json!({"type": "text_delta", "contentIndex": index, "delta": delta}),
                         ));
@@ -805,7 +879,7 @@ impl<C: Clock> Translator<C> {
                         "thinking_delta",
                     ) => {
                         let delta = d["thinking"].as_str().unwrap_or("");
-                        text.push_str(delta);
+                        append_capped(text, delta);
                         out.push(update(json!({"type": "thinking_delta", "contentIndex": index, "delta": delta})));
                     }
                     (
@@ -817,7 +891,7 @@ impl<C: Clock> Translator<C> {
                         "input_json_delta",
                     ) => {
                         let delta = d["partial_json"].as_str().unwrap_or("");
-                        json.push_str(delta);
+                        append_capped(json, delta);
                         out.push(update(json!({"type": "toolcall_delta", "contentIndex": index, "delta": delta})));
                     }
                     _ => {}
@@ -969,7 +1043,7 @@ impl<C: Clock> Translator<C> {
             out.push(Out::Client(s(
                 &json!({"type": "message_end", "message": msg}),
             )));
-            self.state.history.push(msg);
+            self.remember(msg);
         }
     }
 
@@ -1061,8 +1135,12 @@ impl<C: Clock> Translator<C> {
                 json!({"type": "error", "reason": reason, "error": e}),
             ));
         }
-        let messages: Vec<Value> =
-            self.state.history[self.state.prompt_start.min(self.state.history.len())..].to_vec();
+        let messages: Vec<Value> = self
+            .state
+            .history
+            .range(self.state.prompt_start.min(self.state.history.len())..)
+            .cloned()
+            .collect();
         let assistants: Vec<&Value> = messages
             .iter()
             .filter(|m| m["role"] == "assistant")
@@ -1101,6 +1179,8 @@ impl<C: Clock> Translator<C> {
         self.state.streaming = false;
         self.state.started = false;
         self.state.permissions.clear();
+        // Tool results come within their run: the names are not needed after.
+        self.state.tool_names.clear();
         if self.state.aborting {
             self.state.aborting = false;
             for id in std::mem::take(&mut self.state.abort_waiters) {
@@ -1253,6 +1333,113 @@ mod tests {
         let restored = Translator::new(TestClock(0), Some(&saved)).unwrap();
         assert_eq!(restored.state, tr.state);
         assert!(Translator::new(TestClock(0), Some("{\"v\":99}")).is_err());
+    }
+
+    /// One prompt answered by one assistant text of `size` bytes.
+    fn big_turn(tr: &mut Translator<TestClock>, n: usize, size: usize) -> Vec<Out> {
+        tr.from_client(&json!({"type": "prompt", "message": format!("turn {n}")}).to_string())
+            .unwrap();
+        let text = format!("{n}:{}", "y".repeat(size));
+        tr.from_agent(
+            &json!({"type": "assistant", "message": {"id": format!("m{n}"), "role": "assistant",
+                "content": [{"type": "text", "text": text}]}})
+            .to_string(),
+        )
+        .unwrap();
+        tr.from_agent(r#"{"type":"result","subtype":"success","is_error":false,"result":"ok"}"#)
+            .unwrap()
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes_and_get_messages_says_it_was_cut() {
+        let mut tr = t();
+        for n in 0..300 {
+            let out = big_turn(&mut tr, n, 500_000);
+            // Each turn's own records still carry its message.
+            let end = client(&out)
+                .into_iter()
+                .find(|v| v["type"] == "agent_end")
+                .unwrap();
+            assert_eq!(end["messages"].as_array().unwrap().len(), 2, "turn {n}");
+        }
+        let history_bytes: usize = tr.state.history.iter().map(json_size).sum();
+        assert!(history_bytes <= MAX_HISTORY_BYTES, "{history_bytes}");
+        assert_eq!(tr.state.history_bytes, history_bytes);
+        let out = tr
+            .from_client(r#"{"type":"get_messages","id":"g"}"#)
+            .unwrap();
+        let answer = &client(&out)[0];
+        assert_eq!(answer["success"], true);
+        let messages = answer["data"]["messages"].as_array().unwrap();
+        assert!(
+            messages.len() >= 2 && messages.len() < 20,
+            "{}",
+            messages.len()
+        );
+        assert_eq!(answer["data"]["truncated"], true);
+        assert_eq!(
+            answer["data"]["omittedMessages"].as_u64().unwrap() + messages.len() as u64,
+            600
+        );
+        // The newest messages are the ones kept.
+        let last = &messages[messages.len() - 1];
+        assert!(
+            last["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("299:")
+        );
+        let out = tr.from_client(r#"{"type":"get_state","id":"s"}"#).unwrap();
+        assert_eq!(client(&out)[0]["data"]["messageCount"], messages.len());
+    }
+
+    #[test]
+    fn an_uncut_history_has_no_truncation_fields_and_survives_restore() {
+        let mut tr = t();
+        big_turn(&mut tr, 0, 10);
+        let out = tr
+            .from_client(r#"{"type":"get_messages","id":"g"}"#)
+            .unwrap();
+        let data = &client(&out)[0]["data"];
+        assert_eq!(data["messages"].as_array().unwrap().len(), 2);
+        assert!(data.get("truncated").is_none(), "{data}");
+        let restored = Translator::new(TestClock(0), Some(&tr.save())).unwrap();
+        assert_eq!(restored.state, tr.state);
+        // A state saved before the history was bounded (no counter) loads.
+        let mut old: Value = serde_json::from_str(&tr.save()).unwrap();
+        old.as_object_mut().unwrap().remove("history_omitted");
+        let restored = Translator::new(TestClock(0), Some(&old.to_string())).unwrap();
+        assert_eq!(restored.state, tr.state);
+    }
+
+    #[test]
+    fn a_streamed_block_keeps_at_most_max_block_bytes_but_forwards_every_delta() {
+        let mut tr = t();
+        tr.from_client(r#"{"type":"prompt","message":"go"}"#)
+            .unwrap();
+        let ev = |e: Value| json!({"type": "stream_event", "event": e}).to_string();
+        tr.from_agent(&ev(json!({"type": "message_start", "message": {"id": "m", "role": "assistant", "content": []}})))
+            .unwrap();
+        tr.from_agent(&ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})))
+            .unwrap();
+        let chunk = "é".repeat(1 << 20); // 2 MiB
+        let mut forwarded = 0;
+        for _ in 0..3 {
+            let out = tr
+                .from_agent(&ev(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": chunk}})))
+                .unwrap();
+            forwarded += client(&out)[0]["assistantMessageEvent"]["delta"]
+                .as_str()
+                .unwrap()
+                .len();
+        }
+        assert_eq!(forwarded, 3 * chunk.len());
+        let out = tr
+            .from_agent(&ev(json!({"type": "content_block_stop", "index": 0})))
+            .unwrap();
+        let end = &client(&out)[0]["assistantMessageEvent"];
+        assert_eq!(end["type"], "text_end");
+        assert_eq!(end["content"].as_str().unwrap().len(), MAX_BLOCK_BYTES);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct HostState {
     /// Golden transcripts run with a fixed clock and counted ids, so that
     /// their expected output is deterministic (docs/transcripts.md).
     pub deterministic: Option<u64>,
+    /// The running call's guest time (read by the epoch callback).
+    pub budget: super::engine::CallBudget,
 }
 
 /// The time `now-ms` returns in transcript runs.
@@ -33,7 +35,7 @@ pub const TRANSCRIPT_NOW_MS: u64 = 1_700_000_000_000;
 impl HostState {
     /// A store state with no files, no environment, no network, no
     /// arguments, an empty stdin, and stdout/stderr sent to `tracing`.
-    pub fn new(label: Arc<str>, memory_bytes: usize) -> HostState {
+    pub fn new(label: Arc<str>, memory_bytes: usize, tick: std::time::Duration) -> HostState {
         let wasi = WasiCtxBuilder::new()
             .stdout(super::logstream::LogStream::new(label.clone(), false))
             .stderr(super::logstream::LogStream::new(label.clone(), true))
@@ -57,6 +59,7 @@ impl HostState {
             },
             label,
             deterministic: None,
+            budget: super::engine::CallBudget::new(tick),
         }
     }
 }

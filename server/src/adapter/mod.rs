@@ -48,6 +48,22 @@ pub struct AdapterLimits {
 /// Extra budget per KiB of a call's input (not a setting).
 const CALL_BUDGET_PER_KIB: Duration = Duration::from_millis(1);
 
+/// The most guest time one call may get, however large its input (unless
+/// the configured base budget is larger): the per-KiB growth is for work
+/// that grows with the record, and without a cap a looping adapter fed a
+/// 16 MiB line would burn 16 s of a core per line.
+pub const MAX_CALL_BUDGET: Duration = Duration::from_secs(2);
+
+/// A translated record may be at most this fraction of an instance's memory
+/// cap (a sixteenth: 4 MiB of the default 64 MiB). Translating a record
+/// holds several copies of it at once (the line, its parsed form, and each
+/// record made from it: the claude-code adapter emits an assistant text as
+/// a delta, a block end, a message end, a turn end and an agent end), plus
+/// the history the adapter keeps; a larger record is dropped by the host
+/// and reported (`amarre.record_dropped`, reason `adapter_limit`) instead of
+/// running the adapter out of memory, which would end the session.
+pub const RECORD_LIMIT_DIVISOR: usize = 16;
+
 impl From<&crate::config::Limits> for AdapterLimits {
     fn from(limits: &crate::config::Limits) -> Self {
         AdapterLimits {
@@ -456,7 +472,6 @@ pub struct AdapterInstance {
     session: Option<ResourceAny>,
     poisoned: Option<String>,
     host: Arc<HostInner>,
-    budget_ticks: u64,
 }
 
 impl AdapterInstance {
@@ -467,12 +482,15 @@ impl AdapterInstance {
     ) -> Result<AdapterInstance, CallError> {
         let mut store = Store::new(
             &host.engine,
-            HostState::new(label.clone(), host.limits.memory_bytes),
+            HostState::new(label.clone(), host.limits.memory_bytes, host.ticker.tick()),
         );
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        let budget_ticks = host.ticker.ticks_for(host.limits.call_budget);
-        store.set_epoch_deadline(budget_ticks);
+        // At every epoch the call yields to the runtime or traps when its
+        // budget is spent (`engine::CallBudget`): a long call never holds a
+        // runtime worker for more than about a tick.
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_epoch()));
+        store.data_mut().budget.start(host.limits.call_budget);
+        store.set_epoch_deadline(1);
         let exports = {
             let _in_flight = host.ticker.enter();
             pre.instantiate(&mut store).await
@@ -487,7 +505,6 @@ impl AdapterInstance {
             session: None,
             poisoned: None,
             host,
-            budget_ticks,
         })
     }
 
@@ -507,6 +524,24 @@ impl AdapterInstance {
         self.store.data().limits.memory_bytes
     }
 
+    /// The largest record [`Self::from_agent`] and [`Self::from_client`]
+    /// pass to the guest ([`RECORD_LIMIT_DIVISOR`]).
+    pub fn record_limit(&self) -> usize {
+        self.host.limits.memory_bytes / RECORD_LIMIT_DIVISOR
+    }
+
+    fn check_size(&self, bytes: usize) -> Result<(), CallError> {
+        let limit = self.record_limit();
+        if bytes > limit {
+            return Err(CallError::TooLarge {
+                adapter: self.label(),
+                bytes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether an earlier call trapped.
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
@@ -514,8 +549,11 @@ impl AdapterInstance {
 
     /// The one way into the guest: checks the instance is usable, sets the
     /// call's budget (it grows by `call_budget_per_kib` for each whole KiB
-    /// of `input`), runs `f` with the epoch ticker on, and turns a trap
-    /// into a poisoned instance. Every export goes through here.
+    /// of `input`, up to [`MAX_CALL_BUDGET`]), runs `f` with the epoch
+    /// ticker on, and turns a trap into a poisoned instance. Every export
+    /// goes through here. The call runs on the calling task and yields to
+    /// the runtime at every epoch tick, so it never blocks other sessions
+    /// or the control plane (`engine::CallBudget`).
     async fn call<R>(
         &mut self,
         input: usize,
@@ -527,14 +565,9 @@ impl AdapterInstance {
                 detail: format!("unusable after an earlier trap: {detail}"),
             });
         }
-        let extra = match input / 1024 {
-            0 => 0,
-            kib => self
-                .host
-                .ticker
-                .ticks_for(self.host.limits.call_budget_per_kib * kib as u32),
-        };
-        self.store.set_epoch_deadline(self.budget_ticks + extra);
+        let budget = call_budget(&self.host.limits, input);
+        self.store.data_mut().budget.start(budget);
+        self.store.set_epoch_deadline(1);
         self.host.calls.fetch_add(1, Ordering::Relaxed);
         let result = {
             let _in_flight = self.host.ticker.enter();
@@ -617,8 +650,11 @@ impl AdapterInstance {
     }
 
     /// Translates a client record.
+    /// A record over [`Self::record_limit`] is not passed to the guest
+    /// ([`CallError::TooLarge`]).
     pub async fn from_client(&mut self, record: &str) -> Result<Vec<Emit>, CallError> {
         let session = self.session()?;
+        self.check_size(record.len())?;
         match self
             .call(record.len(), async |x, store| {
                 x.from_client(store, session, record).await
@@ -631,8 +667,11 @@ impl AdapterInstance {
     }
 
     /// Translates an agent line.
+    /// A line over [`Self::record_limit`] is not passed to the guest
+    /// ([`CallError::TooLarge`]).
     pub async fn from_agent(&mut self, line: &str) -> Result<Vec<Emit>, CallError> {
         let session = self.session()?;
+        self.check_size(line.len())?;
         match self
             .call(line.len(), async |x, store| {
                 x.from_agent(store, session, line).await
@@ -665,15 +704,27 @@ impl AdapterInstance {
     }
 }
 
+/// The guest time a call with `input` bytes gets: the base budget plus
+/// `call_budget_per_kib` per whole KiB, at most [`MAX_CALL_BUDGET`] (or the
+/// base budget, if that is larger).
+pub fn call_budget(limits: &AdapterLimits, input: usize) -> Duration {
+    let kib = u32::try_from(input / 1024).unwrap_or(u32::MAX);
+    let grown = limits
+        .call_budget
+        .saturating_add(limits.call_budget_per_kib.saturating_mul(kib));
+    grown.min(MAX_CALL_BUDGET.max(limits.call_budget))
+}
+
 /// Says why a guest call failed, in terms an operator understands.
 fn describe_trap(error: &wasmtime::Error, limits: &AdapterLimits) -> String {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         match trap {
             wasmtime::Trap::Interrupt => {
                 return format!(
-                    "exceeded its time budget of {} ms per call (+{} ms per KiB of input)",
+                    "exceeded its time budget of {} ms per call (+{} ms per KiB of input, at most {} ms)",
                     limits.call_budget.as_millis(),
-                    limits.call_budget_per_kib.as_millis()
+                    limits.call_budget_per_kib.as_millis(),
+                    MAX_CALL_BUDGET.max(limits.call_budget).as_millis()
                 );
             }
             wasmtime::Trap::StackOverflow => return "overflowed its stack".into(),

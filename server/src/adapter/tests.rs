@@ -139,6 +139,128 @@ async fn an_endless_loop_ends_in_a_time_budget_trap() {
     stdio_still_works(&host).await;
 }
 
+/// On a single-threaded runtime, anything that runs while a looping call is
+/// in flight proves the call gave the worker back.
+#[tokio::test(flavor = "current_thread")]
+async fn a_looping_call_yields_the_worker_until_its_budget_traps_it() {
+    let host = AdapterHost::new(AdapterLimits {
+        call_budget: Duration::from_millis(400),
+        memory_bytes: 16 << 20,
+        ..AdapterLimits::default()
+    })
+    .expect("adapter host");
+    let looping = host.load_file(&fixture("fixture-loop")).await.unwrap();
+    let mut inst = looping.instantiate().await.unwrap();
+    inst.create_session(&request(&[]), None).await.unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let call = tokio::spawn(async move {
+        let r = inst.from_agent("loop").await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    });
+    // Timer ticks completed on the same thread while the call was running.
+    let mut ticks_during_call = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if !done.load(std::sync::atomic::Ordering::SeqCst) {
+            ticks_during_call += 1;
+        }
+    }
+    let err = call.await.unwrap().unwrap_err();
+    assert!(err.is_trap(), "{err}");
+    assert!(err.detail().contains("time budget of 400 ms"), "{err}");
+    assert!(
+        ticks_during_call >= 10,
+        "the looping call held the only worker: {ticks_during_call} timer ticks ran beside it"
+    );
+}
+
+/// One prompt answered by an assistant text of `size` bytes; returns what the
+/// client got for the agent's lines.
+async fn claude_turn(inst: &mut AdapterInstance, n: usize, size: usize) -> Vec<Emit> {
+    let prompt = serde_json::json!({"type": "prompt", "message": format!("turn {n}")});
+    inst.from_client(&prompt.to_string()).await.expect("prompt");
+    let text = format!("{n}:{}", "y".repeat(size));
+    let line = serde_json::json!({"type": "assistant", "message": {"id": format!("m{n}"),
+        "role": "assistant", "content": [{"type": "text", "text": text}]}});
+    let mut out = inst
+        .from_agent(&line.to_string())
+        .await
+        .expect("assistant line");
+    let result = r#"{"type":"result","subtype":"success","is_error":false,"result":"ok"}"#;
+    out.extend(
+        inst.from_agent(result)
+            .await
+            .unwrap_or_else(|e| panic!("result of turn {n}: {e}")),
+    );
+    out
+}
+
+#[tokio::test]
+async fn claude_code_stays_within_its_memory_through_long_sessions_and_large_lines() {
+    // The default limits: 64 MiB per instance.
+    let host = AdapterHost::new(AdapterLimits::default()).expect("adapter host");
+    let claude = host.load_builtin("claude-code").await.unwrap();
+    let mut inst = claude.instantiate().await.unwrap();
+    inst.create_session(&request(&[]), None).await.unwrap();
+    for n in 0..300 {
+        let out = claude_turn(&mut inst, n, 500_000).await;
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Emit::ToClient(t) if t.contains("\"agent_end\""))),
+            "turn {n}"
+        );
+    }
+    // A record as large as the adapter is given still translates.
+    let limit = inst.record_limit();
+    assert_eq!(
+        limit,
+        AdapterLimits::default().memory_bytes / RECORD_LIMIT_DIVISOR
+    );
+    claude_turn(&mut inst, 300, limit - 200).await;
+    let out = inst
+        .from_client(r#"{"type":"get_messages","id":"g"}"#)
+        .await
+        .expect("get_messages");
+    let Some(Emit::ToClient(answer)) = out.first() else {
+        panic!("no answer: {out:?}");
+    };
+    let answer: serde_json::Value = serde_json::from_str(answer).unwrap();
+    assert_eq!(answer["success"], true);
+    assert_eq!(answer["data"]["truncated"], true);
+    // A larger one is refused by the host without calling the guest.
+    let calls = host.calls_and_traps();
+    let huge = format!(r#"{{"type":"assistant","pad":"{}"}}"#, "x".repeat(12 << 20));
+    let err = inst.from_agent(&huge).await.unwrap_err();
+    assert!(matches!(err, CallError::TooLarge { .. }), "{err}");
+    assert!(!err.is_trap());
+    assert_eq!(host.calls_and_traps(), calls);
+    assert!(inst.poisoned().is_none());
+    assert!(
+        inst.memory_bytes() <= AdapterLimits::default().memory_bytes,
+        "{}",
+        inst.memory_bytes()
+    );
+}
+
+#[test]
+fn a_call_budget_grows_with_its_input_up_to_a_cap() {
+    let limits = AdapterLimits {
+        call_budget: Duration::from_millis(50),
+        ..AdapterLimits::default()
+    };
+    assert_eq!(call_budget(&limits, 100), Duration::from_millis(50));
+    assert_eq!(call_budget(&limits, 10 * 1024), Duration::from_millis(60));
+    assert_eq!(call_budget(&limits, 16 << 20), MAX_CALL_BUDGET);
+    // A base budget above the cap is the operator's choice and stands.
+    let generous = AdapterLimits {
+        call_budget: Duration::from_secs(5),
+        ..AdapterLimits::default()
+    };
+    assert_eq!(call_budget(&generous, 16 << 20), Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn unbounded_allocation_ends_in_a_memory_cap_trap() {
     let host = host();

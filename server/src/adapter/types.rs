@@ -156,6 +156,14 @@ pub enum CallError {
     /// The adapter trapped, ran out of time or memory, or was already
     /// poisoned by an earlier trap; its instance must not be used again.
     Trap { adapter: String, detail: String },
+    /// The record is larger than this adapter is given
+    /// ([`crate::adapter::AdapterInstance::record_limit`]); the host dropped it
+    /// without calling the guest, and the instance is still usable.
+    TooLarge {
+        adapter: String,
+        bytes: usize,
+        limit: usize,
+    },
 }
 
 impl CallError {
@@ -167,7 +175,9 @@ impl CallError {
     /// `name@version` of the adapter that failed.
     pub fn adapter(&self) -> &str {
         match self {
-            CallError::Adapter { adapter, .. } | CallError::Trap { adapter, .. } => adapter,
+            CallError::Adapter { adapter, .. }
+            | CallError::Trap { adapter, .. }
+            | CallError::TooLarge { adapter, .. } => adapter,
         }
     }
 
@@ -176,6 +186,9 @@ impl CallError {
         match self {
             CallError::Adapter { error, .. } => error.to_string(),
             CallError::Trap { detail, .. } => detail.clone(),
+            CallError::TooLarge { bytes, limit, .. } => {
+                format!("a record of {bytes} bytes is over the adapter's limit of {limit} bytes")
+            }
         }
     }
 }
@@ -185,6 +198,9 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Adapter { adapter, error } => write!(f, "adapter {adapter}: {error}"),
             CallError::Trap { adapter, detail } => write!(f, "adapter {adapter} trapped: {detail}"),
+            CallError::TooLarge { adapter, .. } => {
+                write!(f, "adapter {adapter}: {}", self.detail())
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use super::App;
 use crate::config::Limits;
+use crate::session::dropped::Reason;
 use crate::session::framing::split_frame;
 use crate::session::record::parse_head;
 use crate::session::{
@@ -226,11 +227,13 @@ async fn read_loop(
                     if line.len() > limits.max_line_bytes {
                         crate::ops::metrics::add(&handle.metrics().dropped_too_long, 1);
                         tracing::warn!(session = %handle.id, client, bytes = line.len(), "dropped a client record longer than the limit");
+                        handle.report_dropped(Reason::LineTooLong, line.len());
                         continue;
                     }
                     let Some(head) = parse_head(line.as_bytes()) else {
                         crate::ops::metrics::add(&handle.metrics().dropped_not_json, 1);
                         tracing::warn!(session = %handle.id, client, bytes = line.len(), "dropped a client record that is not JSON");
+                        handle.report_dropped(Reason::NotJson, line.len());
                         continue;
                     };
                     let record = Inbound {

@@ -21,6 +21,7 @@ mod agent;
 pub(crate) mod availability;
 mod budget;
 mod clients;
+pub(crate) mod dropped;
 pub(crate) mod framing;
 mod handover;
 mod push_timers;
@@ -262,6 +263,8 @@ enum Control {
         request_id: String,
         tokens: usize,
     },
+    /// A client record the connection dropped (PROTOCOL 12.6).
+    Dropped(dropped::Dropped),
 }
 
 /// The handle the HTTP layer holds for a session.
@@ -383,6 +386,18 @@ impl SessionHandle {
             return false;
         }
         true
+    }
+
+    /// Reports a client record the connection dropped to the session's
+    /// clients (`amarre.record_dropped`). Never waits: with the control
+    /// queue full the report is skipped (the drop is still counted in the
+    /// metrics and logged by the caller).
+    pub(crate) fn report_dropped(&self, reason: dropped::Reason, bytes: usize) {
+        let _ = self.ctrl.try_send(Control::Dropped(dropped::Dropped {
+            direction: dropped::Direction::FromClient,
+            reason,
+            bytes,
+        }));
     }
 
     /// Reports a delivered awaiting-input push (from the push dispatcher).

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use super::agent::Agent;
 use super::clients::{Clients, Slow};
+use super::dropped::{DropReports, Dropped, Reason as DropReason};
 use super::handover::{self, Run};
 use super::push_timers::PushTimers;
 use super::record::parse_head;
@@ -58,6 +59,8 @@ pub(super) struct SessionTask {
     stream: Stream,
     timers: PushTimers,
     _budget: CloseBudget,
+    /// Dropped records not yet reported (`amarre.record_dropped`).
+    drops: DropReports,
     /// The session's record log when sessions are durable (PROTOCOL.md
     /// 12.3): each step's records are written to it before they go to any
     /// client ([`SessionTask::flush`]).
@@ -114,6 +117,7 @@ impl SessionTask {
             ),
             timers: PushTimers::new(deps.notifier.is_some(), deps.push_grace),
             _budget: CloseBudget(handle.clone()),
+            drops: DropReports::default(),
             handle,
             ctrl_rx,
             inbound_rx,
@@ -251,10 +255,14 @@ impl SessionTask {
             let writing = self.agent.inp.writing();
             let reaping = self.agent.exit.waiting();
             let drain_until = self.agent.exit.drain_deadline();
-            let next_timer = match (self.timers.next_deadline(), self.stream.next_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next_timer = [
+                self.timers.next_deadline(),
+                self.stream.next_deadline(),
+                self.drops.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let flow = tokio::select! {
                 biased;
                 ctrl = self.ctrl_rx.recv() => match ctrl {
@@ -377,6 +385,7 @@ impl SessionTask {
             Control::Restart { reply } => {
                 let _ = reply.send(self.restart().await);
             }
+            Control::Dropped(d) => self.dropped(d),
             Control::PushSent { request_id, tokens } => {
                 if self.run.is_some() {
                     let record = serde_json::json!({
@@ -544,9 +553,10 @@ impl SessionTask {
 
     async fn on_stdout(&mut self, read: std::io::Result<usize>) {
         let (split, eof) = self.agent.out.lines(&read);
-        for bytes in &split.dropped {
+        for &bytes in &split.dropped {
             tracing::warn!(session = %self.handle.id, bytes, max_line = self.deps.limits.max_line_bytes, "dropped an agent line longer than the limit");
             add(&self.deps.metrics.dropped_too_long, 1);
+            self.dropped(Dropped::from_agent(DropReason::LineTooLong, bytes));
         }
         for line in split.lines {
             if self.run.is_none() {
@@ -582,7 +592,19 @@ impl SessionTask {
         let text = String::from_utf8_lossy(&line);
         match translator.from_agent(&text).await {
             Ok(emits) => self.emit(emits),
+            Err(CallError::TooLarge { bytes, limit, .. }) => {
+                tracing::warn!(session = %self.handle.id, bytes, limit, "dropped an agent line too large for the adapter");
+                self.dropped(Dropped::from_agent(DropReason::AdapterLimit, bytes));
+            }
             Err(e) => self.adapter_failed(e).await,
+        }
+    }
+
+    /// Reports a dropped record to the clients (PROTOCOL 12.6), at most
+    /// once a second per reason ([`DropReports`]).
+    fn dropped(&mut self, d: Dropped) {
+        if let Some(record) = self.drops.note(d, Instant::now()) {
+            self.publish(Text::from(record));
         }
     }
 
@@ -710,6 +732,10 @@ impl SessionTask {
         let text = String::from_utf8_lossy(&record.line);
         match translator.from_client(&text).await {
             Ok(emits) => self.emit(emits),
+            Err(CallError::TooLarge { bytes, limit, .. }) => {
+                tracing::warn!(session = %self.handle.id, bytes, limit, "dropped a client record too large for the adapter");
+                self.dropped(Dropped::from_client(DropReason::AdapterLimit, bytes));
+            }
             Err(e) => self.adapter_failed(e).await,
         }
     }
@@ -860,6 +886,9 @@ impl SessionTask {
     fn on_timers(&mut self) {
         for id in self.stream.expire(Instant::now()) {
             self.resolved(&id, "timeout");
+        }
+        for record in self.drops.due(Instant::now()) {
+            self.publish(Text::from(record));
         }
         let grace_ms = self.timers.grace().as_millis() as u64;
         for timer in self.timers.due(Instant::now()) {

@@ -11,6 +11,8 @@
 //! - `translate`: per-record adapter cost through the real host.
 //! - `languages`: the redact adapter in JavaScript next to its Rust twin.
 //! - `durable`: durable sessions' cost (persistence on versus off).
+//! - `guests`: the translated relay, and how long /healthz and another
+//!   session wait while two sessions' adapters loop on large lines.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -90,6 +92,13 @@ enum Cmd {
     /// Durable sessions: relay with a state directory and without, restore
     /// time, log bytes per record.
     Durable {
+        /// The daemon binary (default: `amarre` next to this program).
+        #[arg(long)]
+        daemon: Option<PathBuf>,
+    },
+    /// The translated relay (claude-code) and the stall a looping adapter
+    /// causes elsewhere (issue 22 item 2).
+    Guests {
         /// The daemon binary (default: `amarre` next to this program).
         #[arg(long)]
         daemon: Option<PathBuf>,
@@ -815,6 +824,201 @@ async fn all(bin: PathBuf, runs: usize, size: usize) -> Result<(), String> {
     reload_report(PathBuf::from(bin), runs).await
 }
 
+/// One probe of the control plane and of a healthy session: `/healthz` and
+/// a record's round trip, in ms.
+async fn probe(
+    http: &reqwest::Client,
+    url: &str,
+    ws: &mut WsStream,
+    n: u64,
+) -> Result<(f64, f64), String> {
+    let t = Instant::now();
+    let st = http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .status();
+    if !st.is_success() {
+        return Err(format!("/healthz answered {st}"));
+    }
+    let healthz = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    ws.send(Message::text(format!("{{\"type\":\"probe\",\"n\":{n}}}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let Some(Ok(msg)) = ws.next().await else {
+            return Err("the healthy session's socket ended".into());
+        };
+        if let Message::Text(t) = msg
+            && t.as_str().contains(&format!("\"n\":{n}}}"))
+        {
+            break;
+        }
+    }
+    Ok((healthz, t.elapsed().as_secs_f64() * 1e3))
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The worst /healthz and round-trip times (ms) while two sessions'
+/// adapters loop on 3 MiB lines (until their budget traps them), and how
+/// long the loops ran.
+async fn stall_run(bin: &str, fake: &str) -> Result<(f64, f64, f64), String> {
+    let looping =
+        PathBuf::from(amarre::adapter::builtin::BUILT_ADAPTERS_DIR).join("fixture-loop.wasm");
+    let instances = json!([
+        {"id": "echo", "agent": "stdio", "command": fake},
+        {"id": "loop", "agentPath": looping, "command": fake},
+    ])
+    .to_string();
+    let d = daemon::start(bin, &[("AMARRE_INSTANCES_JSON", instances.as_str())]).await?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let echo = Target {
+        url: d.url.clone(),
+        instance: Some("echo".into()),
+    };
+    let id = echo.create().await?;
+    let mut ws = echo.connect(&id).await?;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        probe(&http, &d.url, &mut ws, 0),
+    )
+    .await
+    .map_err(|_| "the first probe got no answer in 30 s".to_string())??;
+    let lp = Target {
+        url: d.url.clone(),
+        instance: Some("loop".into()),
+    };
+    let mut loops = Vec::new();
+    for _ in 0..2 {
+        let id = lp.create().await?;
+        let mut lws = lp.connect(&id).await?;
+        let line = json!({"type": "please loop", "pad": "x".repeat(3 << 20)});
+        lws.send(Message::text(line.to_string()))
+            .await
+            .map_err(|e| e.to_string())?;
+        loops.push(tokio::spawn(async move {
+            // Until the trap closes the socket.
+            while let Some(Ok(msg)) = lws.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        }));
+    }
+    let t = Instant::now();
+    let (mut healthz, mut trip) = (0f64, 0f64);
+    let mut n = 1;
+    while loops.iter().any(|l| !l.is_finished()) {
+        if t.elapsed() > std::time::Duration::from_secs(60) {
+            return Err("the looping calls never ended".into());
+        }
+        let (h, r) = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            probe(&http, &d.url, &mut ws, n),
+        )
+        .await
+        .map_err(|_| format!("probe {n} got no answer in 30 s"))??;
+        healthz = healthz.max(h);
+        trip = trip.max(r);
+        n += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok((healthz, trip, t.elapsed().as_secs_f64() * 1e3))
+}
+
+/// What a pool of guest threads would add to every call: a hop from the
+/// session task to a dedicated thread and back (a channel each way, the
+/// task awaiting the answer), in µs per round trip, for `n` calls.
+async fn hop_cost(n: usize) -> Vec<f64> {
+    let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+    let worker = std::thread::spawn(move || {
+        while let Ok(reply) = rx.recv() {
+            let _ = reply.send(());
+        }
+    });
+    let mut micros = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if tx.send(reply).is_err() {
+            break;
+        }
+        let _ = answer.await;
+        micros.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(tx);
+    let _ = worker.join();
+    micros
+}
+
+async fn guests_report(bin: PathBuf, runs: usize) -> Result<(), String> {
+    let bin = bin.to_string_lossy().into_owned();
+    let fake = sibling("fake-agent").to_string_lossy().into_owned();
+    let (mut p50, mut p99) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let v = sorted(hop_cost(20_000).await);
+        p50.push(percentile(&v, 50.0));
+        p99.push(percentile(&v, 99.0));
+    }
+    println!("| a guest-thread hop per call (the pool design), µs | p50 | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| session task -> thread -> session task | {} | {} |",
+        spread(&p50, 2),
+        spread(&p99, 2)
+    );
+    println!();
+    let (mut healthz, mut trip, mut spent) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (h, r, s) = stall_run(&bin, &fake).await?;
+        healthz.push(h);
+        trip.push(r);
+        spent.push(s);
+    }
+    println!("| two sessions' adapters looping on 3 MiB lines | ms |");
+    println!("|---|---|");
+    println!("| worst /healthz meanwhile | {} |", spread(&healthz, 1));
+    println!(
+        "| worst record round trip through another session meanwhile | {} |",
+        spread(&trip, 1)
+    );
+    println!("| until both loops trapped | {} |", spread(&spent, 0));
+    println!();
+    let both = json!([
+        {"id": "raw", "agent": "stdio", "command": fake},
+        {"id": "claude", "agent": "claude-code", "command": fake},
+    ])
+    .to_string();
+    let d = daemon::start(&bin, &[("AMARRE_INSTANCES_JSON", both.as_str())]).await?;
+    let (mut raw, mut translated) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = |i: &str| Target {
+            url: d.url.clone(),
+            instance: Some(i.into()),
+        };
+        raw.push(stream_rate(&t("raw"), 100_000, false).await?);
+        translated.push(stream_rate(&t("claude"), 100_000, true).await?);
+    }
+    println!("| agent to client, 100k Claude text deltas | records/s |");
+    println!("|---|---|");
+    println!(
+        "| stdio (pass-through, Claude's own lines) | {} |",
+        spread(&raw, 0)
+    );
+    println!(
+        "| claude-code (translated to pi message_update) | {} |",
+        spread(&translated, 0)
+    );
+    Ok(())
+}
+
 /// The JavaScript `redact` component next to its Rust twin `redact-rs`
 /// (built by scripts/build-js-adapters and the workspace build).
 async fn languages_report(runs: usize) -> Result<(), String> {
@@ -1064,6 +1268,9 @@ async fn main() {
         Cmd::Compare { a, b, loops } => compare(a, b, cli.runs, cli.size, &loops).await,
         Cmd::WsEcho => floor::ws_echo::serve().await.map_err(|e| e.to_string()),
         Cmd::Translate => translate_report(cli.runs).await,
+        Cmd::Guests { daemon } => {
+            guests_report(daemon.unwrap_or_else(|| sibling("amarre")), cli.runs).await
+        }
         Cmd::Languages => languages_report(cli.runs).await,
         Cmd::Durable { daemon } => {
             let bin = daemon.unwrap_or_else(|| sibling("amarre"));

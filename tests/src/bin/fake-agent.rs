@@ -22,6 +22,8 @@
 //! - a Claude Code `user` line whose text is `STREAM N`: print a Claude
 //!   stream-json turn with N text deltas `d<k> ` (for the claude-code
 //!   adapter in benchmarks), then its `result`.
+//! - a Claude Code `user` line whose text is `BIG N`: print one `assistant`
+//!   line whose text is N bytes, then its `result`.
 //!
 //! Env: `FAKE_IGNORE_TERM=1` ignores SIGTERM; `FAKE_HELLO=text` prints a
 //! line at start; `FAKE_EXIT_ON_EOF=0` keeps running after stdin closes;
@@ -151,6 +153,17 @@ fn main() {
                     .unwrap_or(0);
                 claude_stream(&mut out, n);
             }
+            "user"
+                if v["message"]["content"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("BIG ")) =>
+            {
+                let n: usize = v["message"]["content"].as_str().unwrap_or("")[4..]
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                claude_big(&mut out, n);
+            }
             "fake.pause" => {
                 std::thread::sleep(Duration::from_millis(v["ms"].as_u64().unwrap_or(100)));
                 let _ = writeln!(out, "{}", json!({"type": "fake.resumed"}));
@@ -173,6 +186,26 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+}
+
+/// One Claude Code turn answered by a single assistant text of `n` bytes.
+fn claude_big(out: &mut impl Write, n: usize) {
+    let _ = writeln!(
+        out,
+        "{}",
+        json!({"type": "system", "subtype": "init", "session_id": "big", "model": "fake", "permissionMode": "default"})
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        json!({"type": "assistant", "message": {"id": format!("msg_big_{n}"), "model": "fake", "role": "assistant",
+            "content": [{"type": "text", "text": "b".repeat(n)}]}, "session_id": "big", "parent_tool_use_id": null})
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        json!({"type": "result", "subtype": "success", "is_error": false, "result": "", "session_id": "big"})
+    );
 }
 
 /// One Claude Code turn streaming `n` text deltas (stream-json lines).

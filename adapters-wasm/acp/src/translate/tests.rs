@@ -548,10 +548,48 @@ fn history_is_bounded_and_state_survives_save() {
         tr.remember(json!({"role":"user"}));
     }
     assert_eq!(tr.state.history.len(), MAX_HISTORY);
+    let out = tr
+        .from_client(r#"{"type":"get_messages","id":"g"}"#)
+        .unwrap();
+    let data = &client(&out)[0]["data"];
+    assert_eq!(data["truncated"], true);
+    assert_eq!(data["omittedMessages"], 5);
     let saved = tr.save();
     let back = Translator::new(TestClock(0), setup(None), Some(&saved)).unwrap();
     assert_eq!(back.state, tr.state);
     assert!(Translator::new(TestClock(0), setup(None), Some("{\"v\":99}")).is_err());
+}
+
+#[test]
+fn history_and_the_turn_in_flight_are_bounded_in_bytes() {
+    let mut tr = ready();
+    let big = "z".repeat(500_000);
+    for n in 0..300 {
+        tr.remember(json!({"role": "assistant", "content": [{"type": "text", "text": format!("{n}{big}")}]}));
+    }
+    let bytes: usize = tr.state.history.iter().map(json_size).sum();
+    assert!(bytes <= MAX_HISTORY_BYTES, "{bytes}");
+    assert_eq!(tr.state.history_bytes, bytes);
+    let turn: usize = tr.state.turn_messages.iter().map(json_size).sum();
+    assert!(turn <= MAX_HISTORY_BYTES, "{turn}");
+    let out = tr
+        .from_client(r#"{"type":"get_messages","id":"g"}"#)
+        .unwrap();
+    let data = &client(&out)[0]["data"];
+    let kept = data["messages"].as_array().unwrap();
+    assert_eq!(data["truncated"], true);
+    assert_eq!(
+        data["omittedMessages"].as_u64().unwrap() + kept.len() as u64,
+        300
+    );
+    assert!(
+        kept[kept.len() - 1]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("299")
+    );
+    let back = Translator::new(TestClock(0), setup(None), Some(&tr.save())).unwrap();
+    assert_eq!(back.state, tr.state);
 }
 
 #[test]
