@@ -775,11 +775,11 @@ impl<C: Clock> Translator<C> {
             let mut out = Vec::new();
             match fast {
                 Fast::Chunk { thinking, text } => self.on_chunk(thinking, &text, &mut out),
-                Fast::Tool { call: true, fields } => self.on_tool_call(&fields, &mut out),
+                Fast::Tool { call: true, fields } => self.on_tool_call(fields, &mut out),
                 Fast::Tool {
                     call: false,
                     fields,
-                } => self.on_tool_update(&fields, &mut out),
+                } => self.on_tool_update(fields, &mut out),
             }
             return Ok(out);
         }
@@ -875,8 +875,8 @@ impl<C: Clock> Translator<C> {
         match u["sessionUpdate"].as_str().unwrap_or("") {
             "agent_message_chunk" => self.on_chunk(false, chunk_text(&u["content"]), out),
             "agent_thought_chunk" => self.on_chunk(true, chunk_text(&u["content"]), out),
-            "tool_call" => self.on_tool_call(&tool_fields(u), out),
-            "tool_call_update" => self.on_tool_update(&tool_fields(u), out),
+            "tool_call" => self.on_tool_call(tool_fields(u), out),
+            "tool_call_update" => self.on_tool_update(tool_fields(u), out),
             "plan" => {
                 let entries = u["entries"].as_array().map_or(&[][..], |a| a);
                 out.push(client(json!({
@@ -1062,7 +1062,9 @@ impl<C: Clock> Translator<C> {
         })));
     }
 
-    fn merge_tool(&mut self, u: &ToolFields) {
+    /// Takes what a tool call or update brings into the tool's state (its
+    /// input and content are moved out of `u`).
+    fn merge_tool(&mut self, u: &mut ToolFields) {
         if !self.state.tools.contains_key(u.id.as_ref()) {
             self.state.tools.insert(u.id.to_string(), Tool::default());
         }
@@ -1075,30 +1077,30 @@ impl<C: Clock> Translator<C> {
         {
             t.title = title.to_owned();
         }
-        match &u.raw_input {
+        match std::mem::take(&mut u.raw_input) {
             Value::Null => {}
             Value::Object(m) if m.is_empty() => {
                 if t.input.is_null() {
                     t.input = json!({});
                 }
             }
-            other => t.input = other.clone(),
+            other => t.input = other,
         }
         if !u.content.is_empty() {
-            t.content.clone_from(&u.content);
+            t.content = std::mem::take(&mut u.content);
         }
     }
 
-    fn on_tool_call(&mut self, u: &ToolFields, out: &mut Vec<Out>) {
-        self.merge_tool(u);
+    fn on_tool_call(&mut self, mut u: ToolFields, out: &mut Vec<Out>) {
+        self.merge_tool(&mut u);
         self.start_tool(&u.id, out);
         if u.ends() {
             self.end_tool(&u.id, u.failed(), &u.raw_output, out);
         }
     }
 
-    fn on_tool_update(&mut self, u: &ToolFields, out: &mut Vec<Out>) {
-        self.merge_tool(u);
+    fn on_tool_update(&mut self, mut u: ToolFields, out: &mut Vec<Out>) {
+        self.merge_tool(&mut u);
         // codex-acp may update a tool it never announced.
         self.start_tool(&u.id, out);
         let Some(t) = self.state.tools.get(u.id.as_ref()) else {

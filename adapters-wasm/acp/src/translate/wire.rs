@@ -18,8 +18,8 @@ use std::borrow::Cow;
 
 use std::marker::PhantomData;
 
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -80,17 +80,43 @@ struct Update<'a> {
     #[serde(borrow, default)]
     session_update: Option<Str<'a>>,
     #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
+    content: Option<Content<'a>>,
     #[serde(borrow, default)]
     tool_call_id: Option<Str<'a>>,
     #[serde(borrow, default)]
     title: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    raw_input: Option<&'a RawValue>,
+    #[serde(default)]
+    raw_input: Option<Value>,
     #[serde(borrow, default)]
     status: Option<Str<'a>>,
     #[serde(borrow, default)]
     raw_output: Option<&'a RawValue>,
+}
+
+/// An update's `content`, read in one pass: an object (a chunk's content
+/// block) or an array (a tool call's items). Anything else is not read here.
+enum Content<'a> {
+    Block(Block<'a>),
+    Items(Vec<Obj<Item<'a>>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Either<'a> {
+            type Value = Content<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object or array")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Content<'a>, A::Error> {
+                Block::deserialize(MapAccessDeserializer::new(map)).map(Content::Block)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Content<'a>, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(Content::Items)
+            }
+        }
+        d.deserialize_any(Either(PhantomData))
+    }
 }
 
 /// A chunk's content block.
@@ -110,12 +136,12 @@ struct Item<'a> {
     kind: Option<Str<'a>>,
     #[serde(borrow, default)]
     content: Option<Obj<ItemContent<'a>>>,
-    #[serde(borrow, default)]
-    path: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    old_text: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    new_text: Option<&'a RawValue>,
+    #[serde(default)]
+    path: Option<Value>,
+    #[serde(default)]
+    old_text: Option<Value>,
+    #[serde(default)]
+    new_text: Option<Value>,
 }
 
 /// The content block of a `content` item.
@@ -124,14 +150,14 @@ struct Item<'a> {
 struct ItemContent<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    text: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    mime_type: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    uri: Option<&'a RawValue>,
+    #[serde(default)]
+    text: Option<Value>,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    mime_type: Option<Value>,
+    #[serde(default)]
+    uri: Option<Value>,
 }
 
 /// The fields of a `tool_call` or `tool_call_update` the translation uses,
@@ -181,11 +207,12 @@ pub fn session_update(line: &str) -> Option<Fast<'_>> {
     let u = head.params?.0.update?.0;
     match Str::cow(u.session_update)?.as_ref() {
         kind @ ("agent_message_chunk" | "agent_thought_chunk") => {
-            let block: Option<Obj<Block>> = match u.content {
-                Some(raw) => serde_json::from_str(raw.get()).ok()?,
-                None => None,
+            // Not a block (null, missing, an array): no text.
+            let block = match u.content {
+                Some(Content::Block(b)) => Some(b),
+                _ => None,
             };
-            let text = match block.map(|b| b.0) {
+            let text = match block {
                 Some(Block {
                     kind: Some(k),
                     text,
@@ -198,20 +225,21 @@ pub fn session_update(line: &str) -> Option<Fast<'_>> {
             })
         }
         kind @ ("tool_call" | "tool_call_update") => {
-            let items: Option<Vec<Obj<Item>>> = match u.content {
-                Some(raw) => serde_json::from_str(raw.get()).ok()?,
-                None => None,
+            // Not an array (null, missing, an object): no items.
+            let items = match u.content {
+                Some(Content::Items(items)) => items,
+                _ => Vec::new(),
             };
             let mut content = Vec::new();
-            for item in items.into_iter().flatten() {
-                if let Some(v) = item_content(item.0)? {
+            for Obj(item) in items {
+                if let Some(v) = item_content(item) {
                     content.push(v);
                 }
             }
             let mut fields = ToolFields {
                 id: Str::cow(u.tool_call_id).unwrap_or_default(),
                 title: Str::cow(u.title),
-                raw_input: value(u.raw_input)?,
+                raw_input: u.raw_input.unwrap_or_default(),
                 content,
                 status: Str::cow(u.status),
                 raw_output: Value::Null,
@@ -236,35 +264,40 @@ fn value(raw: Option<&RawValue>) -> Option<Value> {
     }
 }
 
-/// One ACP content item as pi result content, as `tool_content` makes it:
-/// `Some(None)` for an item that shows nothing.
-fn item_content(item: Item) -> Option<Option<Value>> {
-    let object = |pairs: Vec<(&str, Value)>| {
-        Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-    };
-    let text = |v: Value| object(vec![("type", Value::from("text")), ("text", v)]);
-    Some(match Str::cow(item.kind).as_deref() {
-        Some("content") => match item.content {
-            Some(Obj(c)) => match Str::cow(c.kind).as_deref() {
-                Some("text") => Some(text(value(c.text)?)),
-                Some("image") => Some(object(vec![
-                    ("type", Value::from("image")),
-                    ("data", value(c.data)?),
-                    ("mimeType", value(c.mime_type)?),
+/// One ACP content item as pi result content, as `tool_content` makes it
+/// (`None` for an item that shows nothing). A missing or null field is null.
+fn item_content(item: Item) -> Option<Value> {
+    fn object<const N: usize>(pairs: [(&str, Option<Value>); N]) -> Value {
+        Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.unwrap_or_default()))
+                .collect(),
+        )
+    }
+    let kind = |k: &str| Some(Value::from(k));
+    match Str::cow(item.kind).as_deref() {
+        Some("content") => {
+            let Obj(c) = item.content?;
+            match Str::cow(c.kind).as_deref() {
+                Some("text") => Some(object([("type", kind("text")), ("text", c.text)])),
+                Some("image") => Some(object([
+                    ("type", kind("image")),
+                    ("data", c.data),
+                    ("mimeType", c.mime_type),
                 ])),
-                Some("resource_link") => Some(text(value(c.uri)?)),
+                Some("resource_link") => Some(object([("type", kind("text")), ("text", c.uri)])),
                 _ => None,
-            },
-            None => None,
-        },
-        Some("diff") => Some(object(vec![
-            ("type", Value::from("diff")),
-            ("path", value(item.path)?),
-            ("oldText", value(item.old_text)?),
-            ("newText", value(item.new_text)?),
+            }
+        }
+        Some("diff") => Some(object([
+            ("type", kind("diff")),
+            ("path", item.path),
+            ("oldText", item.old_text),
+            ("newText", item.new_text),
         ])),
         _ => None,
-    })
+    }
 }
 
 // ----- written records ------------------------------------------------------
