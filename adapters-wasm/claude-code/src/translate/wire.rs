@@ -48,18 +48,48 @@ fn cow<'a>(s: Option<Str<'a>>) -> Option<Cow<'a, str>> {
     s.map(|s| s.0)
 }
 
+/// A string field that must hold `expected`: any other value stops the
+/// reading there (Claude writes `type` first, so a line that is not a delta
+/// costs a few bytes of parsing before it is read as a `Value`).
+fn expect<'de, D: Deserializer<'de>>(d: D, expected: &str) -> Result<(), D::Error> {
+    let Str(s) = Str::deserialize(d)?;
+    if s == expected {
+        Ok(())
+    } else {
+        Err(serde::de::Error::custom(format_args!("not {expected}")))
+    }
+}
+
+/// `"type":"stream_event"`.
+struct StreamEvent;
+
+impl<'de> Deserialize<'de> for StreamEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        expect(d, "stream_event").map(|()| StreamEvent)
+    }
+}
+
+/// `"type":"content_block_delta"`.
+struct ContentBlockDelta;
+
+impl<'de> Deserialize<'de> for ContentBlockDelta {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        expect(d, "content_block_delta").map(|()| ContentBlockDelta)
+    }
+}
+
 #[derive(Deserialize)]
 struct Line<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    event: Option<Obj<Event<'a>>>,
+    #[serde(rename = "type")]
+    _kind: StreamEvent,
+    #[serde(borrow)]
+    event: Obj<Event<'a>>,
 }
 
 #[derive(Deserialize)]
 struct Event<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Str<'a>>,
+    #[serde(rename = "type")]
+    _kind: ContentBlockDelta,
     #[serde(default)]
     index: Option<u64>,
     #[serde(borrow, default)]
@@ -104,13 +134,7 @@ pub fn delta_field(kind: &str) -> Option<&'static str> {
 /// the expected shape; `None` for anything else.
 pub fn block_delta(line: &str) -> Option<BlockDelta<'_>> {
     let Obj(head): Obj<Line> = serde_json::from_str(line).ok()?;
-    if cow(head.kind)? != "stream_event" {
-        return None;
-    }
-    let Obj(e) = head.event?;
-    if cow(e.kind)? != "content_block_delta" {
-        return None;
-    }
+    let Obj(e) = head.event;
     let index = usize::try_from(e.index.unwrap_or(0)).ok()?;
     let (kind, text) = match e.delta {
         None => (Cow::Borrowed(""), Cow::Borrowed("")),
