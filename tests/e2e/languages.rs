@@ -231,13 +231,17 @@ async fn the_conformance_kit_replays_a_javascript_adapters_transcripts_and_repor
         "{out}"
     );
 
-    // The contract an author builds against.
+    // The contracts an author builds against: both hosted versions, or
+    // exactly one.
+    let v1 = std::fs::read_to_string(repo_path("wit/adapter.wit")).unwrap();
+    let v2 = std::fs::read_to_string(repo_path("wit/0.2.0/adapter.wit")).unwrap();
     let (code, out, _) = cli(&["adapters", "wit"], &env).await;
     assert_eq!(code, 0);
-    assert_eq!(
-        out,
-        std::fs::read_to_string(repo_path("wit/adapter.wit")).unwrap()
-    );
+    assert!(out.contains(&v1) && out.contains(&v2), "{out}");
+    let (code, out, _) = cli(&["adapters", "wit", "--only", "0.1.0"], &env).await;
+    assert_eq!((code, out), (0, v1));
+    let (code, out, _) = cli(&["adapters", "wit", "--only", "0.2.0"], &env).await;
+    assert_eq!((code, out), (0, v2));
 }
 
 #[test]

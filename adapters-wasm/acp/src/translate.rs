@@ -7,10 +7,15 @@
 //! unit tests as well as inside the component. Time and fresh ids come from
 //! a [`Clock`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+
+mod wire;
+
+use wire::{Fast, ToolFields};
 
 /// The longest tool input shown in a permission question, in characters.
 const MAX_QUESTION_CHARS: usize = 400;
@@ -354,6 +359,26 @@ fn tool_content(items: &Value) -> Vec<Value> {
         }
     }
     out
+}
+
+/// The text of a chunk's content block (empty unless a text block).
+fn chunk_text(content: &Value) -> &str {
+    match content["type"].as_str() {
+        Some("text") => content["text"].as_str().unwrap_or(""),
+        _ => "",
+    }
+}
+
+/// What a `tool_call` or `tool_call_update` read as a `Value` says.
+fn tool_fields(u: &Value) -> ToolFields<'_> {
+    ToolFields {
+        id: Cow::Borrowed(u["toolCallId"].as_str().unwrap_or("")),
+        title: u["title"].as_str().map(Cow::Borrowed),
+        raw_input: u["rawInput"].clone(),
+        content: tool_content(&u["content"]),
+        status: u["status"].as_str().map(Cow::Borrowed),
+        raw_output: u["rawOutput"].clone(),
+    }
 }
 
 fn raw_output_text(raw: &Value) -> Option<String> {
@@ -799,6 +824,28 @@ impl<C: Clock> Translator<C> {
 
     /// Translates one line of the agent's stdout.
     pub fn from_agent(&mut self, line: &str) -> Result<Vec<Out>, Invalid> {
+        // Chunks and tool updates are most of a turn: read borrowed
+        // (`wire`). Any other line, or one of another shape, is read as a
+        // `Value` below, with the same result.
+        if self.state.phase == Phase::Ready
+            && let Some(fast) = wire::session_update(line)
+        {
+            let mut out = Vec::new();
+            match fast {
+                Fast::Chunk { thinking, text } => self.on_chunk(thinking, &text, &mut out),
+                Fast::Tool { call: true, fields } => self.on_tool_call(fields, &mut out),
+                Fast::Tool {
+                    call: false,
+                    fields,
+                } => self.on_tool_update(fields, &mut out),
+            }
+            return Ok(out);
+        }
+        self.agent_line_as_tree(line)
+    }
+
+    /// Translates one line of the agent's stdout read as a `Value`.
+    fn agent_line_as_tree(&mut self, line: &str) -> Result<Vec<Out>, Invalid> {
         let v: Value = serde_json::from_str(line).map_err(|e| Invalid(format!("not JSON: {e}")))?;
         if !v.is_object() {
             return Err(Invalid("a JSON-RPC message must be an object".into()));
@@ -884,10 +931,10 @@ impl<C: Clock> Translator<C> {
         }
         let u = &params["update"];
         match u["sessionUpdate"].as_str().unwrap_or("") {
-            "agent_message_chunk" => self.on_chunk(false, &u["content"], out),
-            "agent_thought_chunk" => self.on_chunk(true, &u["content"], out),
-            "tool_call" => self.on_tool_call(u, out),
-            "tool_call_update" => self.on_tool_update(u, out),
+            "agent_message_chunk" => self.on_chunk(false, chunk_text(&u["content"]), out),
+            "agent_thought_chunk" => self.on_chunk(true, chunk_text(&u["content"]), out),
+            "tool_call" => self.on_tool_call(tool_fields(u), out),
+            "tool_call_update" => self.on_tool_update(tool_fields(u), out),
             "plan" => {
                 let entries = u["entries"].as_array().map_or(&[][..], |a| a);
                 out.push(client(json!({
@@ -962,11 +1009,7 @@ impl<C: Clock> Translator<C> {
         }
     }
 
-    fn on_chunk(&mut self, thinking: bool, content: &Value, out: &mut Vec<Out>) {
-        let text = match content["type"].as_str() {
-            Some("text") => content["text"].as_str().unwrap_or(""),
-            _ => "",
-        };
+    fn on_chunk(&mut self, thinking: bool, text: &str, out: &mut Vec<Out>) {
         if text.is_empty() {
             return;
         }
@@ -1015,9 +1058,14 @@ impl<C: Clock> Translator<C> {
         } else {
             "text_delta"
         };
-        out.push(update(
-            json!({"type": kind, "contentIndex": i, "delta": text}),
-        ));
+        out.push(Out::Client(wire::text(&wire::MessageUpdate {
+            event: wire::Delta {
+                content_index: i,
+                delta: text,
+                kind,
+            },
+            kind: "message_update",
+        })));
     }
 
     /// Ends the assistant message in flight with `reason` (pi's stopReason).
@@ -1077,62 +1125,71 @@ impl<C: Clock> Translator<C> {
         })));
     }
 
-    fn merge_tool(&mut self, u: &Value) -> String {
-        let id = u["toolCallId"].as_str().unwrap_or("").to_owned();
-        let t = self.state.tools.entry(id.clone()).or_default();
+    /// Takes what a tool call or update brings into the tool's state (its
+    /// input and content are moved out of `u`).
+    fn merge_tool(&mut self, u: &mut ToolFields) {
+        if !self.state.tools.contains_key(u.id.as_ref()) {
+            self.state.tools.insert(u.id.to_string(), Tool::default());
+        }
+        let Some(t) = self.state.tools.get_mut(u.id.as_ref()) else {
+            return;
+        };
         // The first title stays: tool_execution_start and _end agree.
         if t.title.is_empty()
-            && let Some(title) = u["title"].as_str().filter(|t| !t.is_empty())
+            && let Some(title) = u.title.as_deref().filter(|t| !t.is_empty())
         {
             t.title = title.to_owned();
         }
-        match &u["rawInput"] {
+        match std::mem::take(&mut u.raw_input) {
             Value::Null => {}
             Value::Object(m) if m.is_empty() => {
                 if t.input.is_null() {
                     t.input = json!({});
                 }
             }
-            other => t.input = other.clone(),
+            other => t.input = other,
         }
-        let content = tool_content(&u["content"]);
-        if !content.is_empty() {
-            t.content = content;
-        }
-        id
-    }
-
-    fn on_tool_call(&mut self, u: &Value, out: &mut Vec<Out>) {
-        let id = self.merge_tool(u);
-        self.start_tool(&id, out);
-        if matches!(u["status"].as_str(), Some("completed" | "failed")) {
-            self.end_tool(&id, u, out);
+        if !u.content.is_empty() {
+            t.content = std::mem::take(&mut u.content);
         }
     }
 
-    fn on_tool_update(&mut self, u: &Value, out: &mut Vec<Out>) {
-        let id = self.merge_tool(u);
+    fn on_tool_call(&mut self, mut u: ToolFields, out: &mut Vec<Out>) {
+        self.merge_tool(&mut u);
+        self.start_tool(&u.id, out);
+        if u.ends() {
+            self.end_tool(&u.id, u.failed(), &u.raw_output, out);
+        }
+    }
+
+    fn on_tool_update(&mut self, mut u: ToolFields, out: &mut Vec<Out>) {
+        self.merge_tool(&mut u);
         // codex-acp may update a tool it never announced.
-        self.start_tool(&id, out);
-        let Some(t) = self.state.tools.get(&id) else {
+        self.start_tool(&u.id, out);
+        let Some(t) = self.state.tools.get(u.id.as_ref()) else {
             return;
         };
         if t.ended {
             return;
         }
-        out.push(client(json!({
-            "type": "tool_execution_update",
-            "toolCallId": id,
-            "toolName": t.title,
-            "args": if t.input.is_null() { json!({}) } else { t.input.clone() },
-            "partialResult": {"content": t.content},
+        let empty = Value::Object(Map::new());
+        out.push(Out::Client(wire::text(&wire::ToolUpdate {
+            args: if t.input.is_null() { &empty } else { &t.input },
+            partial_result: wire::Contents {
+                content: &t.content,
+            },
+            tool_call_id: &u.id,
+            tool_name: &t.title,
+            kind: "tool_execution_update",
         })));
-        if matches!(u["status"].as_str(), Some("completed" | "failed")) {
-            self.end_tool(&id, u, out);
+        if u.ends() {
+            self.end_tool(&u.id, u.failed(), &u.raw_output, out);
         }
     }
 
-    fn end_tool(&mut self, id: &str, u: &Value, out: &mut Vec<Out>) {
+    /// Ends a started tool: `failed` is its error flag, `raw_output` its
+    /// result when no content came.
+    fn end_tool(&mut self, id: &str, failed: bool, raw_output: &Value, out: &mut Vec<Out>) {
         let Some(t) = self.state.tools.get_mut(id) else {
             return;
         };
@@ -1142,12 +1199,12 @@ impl<C: Clock> Translator<C> {
         t.ended = true;
         let mut content = t.content.clone();
         if content.is_empty()
-            && let Some(text) = raw_output_text(&u["rawOutput"])
+            && let Some(text) = raw_output_text(raw_output)
         {
             content.push(json!({"type": "text", "text": text}));
         }
         let name = t.title.clone();
-        let is_error = u["status"] == "failed";
+        let is_error = failed;
         out.push(client(json!({
             "type": "tool_execution_end",
             "toolCallId": id,
@@ -1252,8 +1309,7 @@ impl<C: Clock> Translator<C> {
             "The turn ended before the tool did"
         };
         for id in open {
-            let u = json!({"status": "failed", "rawOutput": note});
-            self.end_tool(&id, &u, out);
+            self.end_tool(&id, true, &Value::from(note), out);
         }
         // Tool ids do not outlive their turn: the map stays small.
         self.state.tools.clear();

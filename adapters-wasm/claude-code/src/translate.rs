@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+mod wire;
+
 /// The longest tool input shown in a permission question, in characters.
 const MAX_QUESTION_CHARS: usize = 400;
 /// The deny message for a plan, so that Claude waits for the user.
@@ -619,6 +621,19 @@ impl<C: Clock> Translator<C> {
 
     /// Translates one line of Claude's stdout.
     pub fn from_agent(&mut self, line: &str) -> Result<Vec<Out>, Invalid> {
+        // Deltas are most of a turn: read borrowed (`wire`). Any other
+        // line, or one of another shape, is read as a `Value` below, with
+        // the same result.
+        if let Some(d) = wire::block_delta(line) {
+            let mut out = Vec::new();
+            self.on_block_delta(d.index, &d.kind, &d.text, &mut out);
+            return Ok(out);
+        }
+        self.agent_line_as_tree(line)
+    }
+
+    /// Translates one line of Claude's stdout read as a `Value`.
+    fn agent_line_as_tree(&mut self, line: &str) -> Result<Vec<Out>, Invalid> {
         let v: Value = serde_json::from_str(line).map_err(|e| Invalid(format!("not JSON: {e}")))?;
         let mut out = Vec::new();
         match v["type"].as_str().unwrap_or("") {
@@ -850,52 +865,12 @@ impl<C: Clock> Translator<C> {
                 }
             }
             "content_block_delta" => {
-                let Some(c) = self.state.current.as_mut() else {
-                    return;
-                };
                 let d = &e["delta"];
-                let Some(block) = c.blocks.get_mut(index) else {
-                    return;
-                };
-                match (block, d["type"].as_str().unwrap_or("")) {
-                    (
-                        Block::Text {
-                            text,
-                            closed: false,
-                        },
-                        "text_delta",
-                    ) => {
-                        let delta = d["text"].as_str().unwrap_or("");
-                        append_capped(text, delta);
-                        out.push(update(
-                            json!({"type": "text_delta", "contentIndex": index, "delta": delta}),
-                        ));
-                    }
-                    (
-                        Block::Thinking {
-                            text,
-                            closed: false,
-                        },
-                        "thinking_delta",
-                    ) => {
-                        let delta = d["thinking"].as_str().unwrap_or("");
-                        append_capped(text, delta);
-                        out.push(update(json!({"type": "thinking_delta", "contentIndex": index, "delta": delta})));
-                    }
-                    (
-                        Block::Tool {
-                            json,
-                            closed: false,
-                            ..
-                        },
-                        "input_json_delta",
-                    ) => {
-                        let delta = d["partial_json"].as_str().unwrap_or("");
-                        append_capped(json, delta);
-                        out.push(update(json!({"type": "toolcall_delta", "contentIndex": index, "delta": delta})));
-                    }
-                    _ => {}
-                }
+                let kind = d["type"].as_str().unwrap_or("");
+                let text = wire::delta_field(kind)
+                    .and_then(|f| d[f].as_str())
+                    .unwrap_or("");
+                self.on_block_delta(index, kind, text, out);
             }
             "content_block_stop" => self.close_block(index, out),
             "message_delta" => {
@@ -909,6 +884,51 @@ impl<C: Clock> Translator<C> {
             "message_stop" => self.end_message(out),
             _ => {}
         }
+    }
+
+    /// A `content_block_delta` of the block at `index`: `kind` is the
+    /// delta's type, `delta` its text.
+    fn on_block_delta(&mut self, index: usize, kind: &str, delta: &str, out: &mut Vec<Out>) {
+        let Some(c) = self.state.current.as_mut() else {
+            return;
+        };
+        let Some(block) = c.blocks.get_mut(index) else {
+            return;
+        };
+        let (buffer, event) = match (block, kind) {
+            (
+                Block::Text {
+                    text,
+                    closed: false,
+                },
+                "text_delta",
+            ) => (text, "text_delta"),
+            (
+                Block::Thinking {
+                    text,
+                    closed: false,
+                },
+                "thinking_delta",
+            ) => (text, "thinking_delta"),
+            (
+                Block::Tool {
+                    json,
+                    closed: false,
+                    ..
+                },
+                "input_json_delta",
+            ) => (json, "toolcall_delta"),
+            _ => return,
+        };
+        append_capped(buffer, delta);
+        out.push(Out::Client(wire::text(&wire::MessageUpdate {
+            event: wire::Delta {
+                content_index: index,
+                delta,
+                kind: event,
+            },
+            kind: "message_update",
+        })));
     }
 
     /// A complete content block. With partial messages on it arrives before

@@ -59,16 +59,21 @@ enum AdaptersCommand {
         /// Where to write it.
         file: PathBuf,
     },
-    /// Print the WIT contract adapters implement (amarre:adapter@0.1.0),
-    /// or write it to DIR/adapter.wit for a component toolchain.
+    /// Print the WIT contracts adapters implement (amarre:adapter@0.1.0 and
+    /// @0.2.0, each after a comment line naming it), or write them to DIR
+    /// for a component toolchain: DIR/adapter.wit (0.1.0) and
+    /// DIR/0.2.0/adapter.wit, as in the repository's wit/.
     Wit {
-        /// A folder to write `adapter.wit` into.
+        /// A folder to write into.
         dir: Option<PathBuf>,
+        /// Only this package version (0.1.0 or 0.2.0): printed as it is, or
+        /// written to DIR/adapter.wit.
+        #[arg(long, value_name = "VERSION")]
+        only: Option<String>,
     },
 }
 
-/// The WIT this daemon hosts, as adapters build against it.
-const WIT: &str = include_str!("../../../wit/adapter.wit");
+mod wit;
 
 /// Runs `amarre adapters ...`; returns the exit code.
 pub async fn run(args: AdaptersArgs) -> i32 {
@@ -84,23 +89,31 @@ pub async fn run(args: AdaptersArgs) -> i32 {
         }
         Some(AdaptersCommand::Export { name, file }) => export(&name, &file),
         Some(AdaptersCommand::Record { file, transcript }) => record(&file, &transcript).await,
-        Some(AdaptersCommand::Wit { dir }) => wit(dir.as_deref()),
+        Some(AdaptersCommand::Wit { dir, only }) => wit(dir.as_deref(), only.as_deref()),
     }
 }
 
-fn wit(dir: Option<&Path>) -> i32 {
+fn wit(dir: Option<&Path>, only: Option<&str>) -> i32 {
+    let only = match only.map(wit::package).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("amarre: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let Some(dir) = dir else {
-        print!("{WIT}");
+        print!("{}", wit::printed(only));
         return 0;
     };
-    let file = dir.join("adapter.wit");
-    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, WIT)) {
-        Ok(()) => {
-            println!("wrote {}", file.display());
+    match wit::write(dir, only) {
+        Ok(files) => {
+            for file in files {
+                println!("wrote {}", file.display());
+            }
             0
         }
         Err(e) => {
-            eprintln!("amarre: cannot write {}: {e}", file.display());
+            eprintln!("amarre: cannot write into {}: {e}", dir.display());
             EXIT_FAILURE
         }
     }

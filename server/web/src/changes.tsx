@@ -2,8 +2,9 @@
 // that differ from HEAD, the diff of one, the whole file, and a comment on a
 // diff line that goes back to the agent as a prompt. Everything the daemon
 // sends is shown as text (never parsed as HTML).
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, type ChangedFile, type Changes, review } from "./api";
+import { type Pull, pullArmed, usePullToRefresh } from "./pull";
 
 export type DiffLine = { text: string; kind: "add" | "del" | "hunk" | "meta" | "ctx"; line: number | null };
 
@@ -40,12 +41,30 @@ export function parseDiff(diff: string): DiffLine[] {
   return out;
 }
 
-function errorText(e: unknown): string {
+/** What the view says when a review route fails, and whether trying
+ * again can help (a cwd that is not a repository stays one). */
+export function reviewError(e: unknown): { text: string; retry: boolean } {
   if (e instanceof ApiError) {
-    if (e.status === 422 && e.body.error === "not_a_repository") return "Not a git repository";
-    if (e.status === 504) return "The repository took too long to read.";
+    if (e.status === 422 && e.body.error === "not_a_repository") return { text: "Not a git repository", retry: false };
+    if (e.status === 504) {
+      return {
+        text: "The repository is too large to read within the daemon's time limit (504). Ignore large generated folders in .gitignore, or raise limits.review_timeout_ms, then retry.",
+        retry: true,
+      };
+    }
   }
-  return (e as Error).message;
+  return { text: (e as Error).message, retry: true };
+}
+
+/** The pull-to-refresh indicator above a view (visual only: the "Refresh"
+ * button does the same for a keyboard or a screen reader). */
+function PullIndicator({ pull }: { pull: Pull | null }) {
+  if (!pull || pull.distance === 0) return null;
+  return (
+    <div class="pull-indicator" aria-hidden="true" style={{ height: `${pull.distance}px` }}>
+      {pullArmed(pull) ? "Release to refresh" : "Pull to refresh"}
+    </div>
+  );
 }
 
 export function ChangesView({
@@ -63,10 +82,16 @@ export function ChangesView({
   const [loading, setLoading] = useState(false);
   const [open, setOpen] = useState<ChangedFile | null>(null);
   const [manual, setManual] = useState(0);
+  const view = useRef<HTMLElement>(null);
+  const refresh = () => setManual((m) => m + 1);
+  const pull = usePullToRefresh(view, refresh, loading);
 
   useEffect(() => {
     let live = true;
     setLoading(true);
+    // The list stays while it is read again; an error goes (it comes back
+    // if the new answer fails too).
+    setError(null);
     review
       .changes(id)
       .then((c) => {
@@ -77,7 +102,7 @@ export function ChangesView({
       .catch((e) => {
         if (!live) return;
         setChanges(null);
-        setError({ text: errorText(e), retry: !(e instanceof ApiError && e.status === 422) });
+        setError(reviewError(e));
       })
       .finally(() => live && setLoading(false));
     return () => {
@@ -88,12 +113,17 @@ export function ChangesView({
   if (open) return <FileView id={id} file={open} back={() => setOpen(null)} onComment={onComment} epoch={epoch} />;
 
   return (
-    <section class="changes" aria-label="Changed files">
+    <section class="changes" aria-label="Changed files" ref={view}>
+      <PullIndicator pull={pull} />
       <div class="row changes-head">
         <span class="muted">
-          {changes ? `${changes.files.length} changed${changes.branch ? ` · ${changes.branch}` : ""}` : loading ? "Loading…" : ""}
+          {changes
+            ? `${changes.files.length} changed${changes.branch ? ` · ${changes.branch}` : ""}${loading ? " · refreshing…" : ""}`
+            : loading
+              ? "Loading…"
+              : ""}
         </span>
-        <button type="button" onClick={() => setManual((m) => m + 1)} disabled={loading}>
+        <button type="button" onClick={refresh} disabled={loading}>
           Refresh
         </button>
       </div>
@@ -103,7 +133,7 @@ export function ChangesView({
           {error.retry && (
             <>
               {" "}
-              <button type="button" onClick={() => setManual((m) => m + 1)}>
+              <button type="button" onClick={refresh}>
                 Retry
               </button>
             </>
@@ -159,6 +189,8 @@ function FileView({
   const [error, setError] = useState<string | null>(null);
   const [selected, setSelected] = useState<number | null>(null);
   const [again, setAgain] = useState(0);
+  const view = useRef<HTMLElement>(null);
+  const pull = usePullToRefresh(view, () => setAgain((a) => a + 1), body === null && error === null);
 
   useEffect(() => {
     let live = true;
@@ -167,7 +199,7 @@ function FileView({
     setSelected(null);
     (mode === "diff" ? review.diff(id, file.path) : review.file(id, file.path))
       .then((b) => live && setBody(b))
-      .catch((e) => live && setError(errorText(e)));
+      .catch((e) => live && setError(reviewError(e).text));
     return () => {
       live = false;
     };
@@ -177,7 +209,8 @@ function FileView({
   const sel = selected === null ? null : lines[selected];
 
   return (
-    <section class="changes file-view" aria-label={file.path}>
+    <section class="changes file-view" aria-label={file.path} ref={view}>
+      <PullIndicator pull={pull} />
       <div class="row changes-head">
         <button type="button" onClick={back}>
           ‹ Files

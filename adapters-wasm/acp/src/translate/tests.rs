@@ -607,3 +607,166 @@ fn an_exit_mid_turn_ends_it_with_an_error() {
             .contains("exited with code 1")
     );
 }
+
+/// Checks that a record is written as a `Value` writes it: compact, keys
+/// in sorted order.
+fn assert_canonical(out: &[Out]) {
+    for o in out {
+        if let Out::Client(text) | Out::Agent(text) = o {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(text, &v.to_string(), "not written as a Value writes it");
+        }
+    }
+}
+
+/// Feeds the same records to a translator reading chunks and tool updates
+/// borrowed (`from_agent`) and one reading every line as a `Value`
+/// (`agent_line_as_tree`): the records, and the state after, are identical
+/// byte for byte.
+fn assert_same_reading(client_and_agent: &[(bool, String)]) {
+    let (mut fast, mut tree) = (t(), t());
+    assert_eq!(fast.handshake(), tree.handshake());
+    for (i, (from_agent, line)) in client_and_agent.iter().enumerate() {
+        let (a, b) = if *from_agent {
+            (fast.from_agent(line), tree.agent_line_as_tree(line))
+        } else {
+            (fast.from_client(line), tree.from_client(line))
+        };
+        assert_eq!(a, b, "step {i}: {line}");
+        if let Ok(out) = &a {
+            assert_canonical(out);
+        }
+    }
+    assert_eq!(fast.save(), tree.save());
+}
+
+#[test]
+fn the_borrowed_reading_matches_the_value_reading_on_every_transcript() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut agent_lines = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        // The recorded lines compact, and spread over lines with spaces (a
+        // value's raw text then has whitespace inside).
+        for pretty in [false, true] {
+            let mut steps = Vec::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let step: Value = serde_json::from_str(line).unwrap();
+                let write = |v: &Value| {
+                    if pretty {
+                        serde_json::to_string_pretty(v).unwrap()
+                    } else {
+                        v.to_string()
+                    }
+                };
+                if let Some(a) = step.get("agent") {
+                    steps.push((true, write(a)));
+                    agent_lines += 1;
+                } else if let Some(a) = step.get("agent_raw").and_then(Value::as_str) {
+                    steps.push((true, a.to_owned()));
+                } else if let Some(c) = step.get("client") {
+                    steps.push((false, write(c)));
+                }
+            }
+            assert_same_reading(&steps);
+        }
+    }
+    assert!(
+        files.len() >= 30 && agent_lines >= 500,
+        "{agent_lines} lines"
+    );
+}
+
+#[test]
+fn the_borrowed_reading_matches_the_value_reading_on_unusual_shapes() {
+    let u = |update: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"session/update","params":{{"sessionId":"sess-1","update":{update}}}}}"#
+        )
+    };
+    let chunk = |content: &str| {
+        u(&format!(
+            r#"{{"sessionUpdate":"agent_message_chunk","content":{content}}}"#
+        ))
+    };
+    let mut steps: Vec<(bool, String)> = vec![
+        (true, r#"{"jsonrpc":"2.0","id":0,"result":{"agentCapabilities":{},"agentInfo":{"name":"qwen-code"}}}"#.into()),
+        (true, r#"{"jsonrpc":"2.0","id":1,"result":{"sessionId":"sess-1"}}"#.into()),
+        (false, r#"{"type":"prompt","message":"hi"}"#.into()),
+    ];
+    let agent = [
+        chunk(r#"{"type":"text","text":"plain"}"#),
+        chunk(r#"{"type":"text","text":"escapes: \n \"q\" \u00e9 \ud83d\ude00 \\ end"}"#),
+        u(r#"{"sessionUpdate":"agent_thought_chunk","content":{"type":"text","text":"hmm"}}"#),
+        chunk("null"),
+        u(r#"{"sessionUpdate":"agent_message_chunk"}"#),
+        chunk(r#"{"type":"image","data":"AAAA","mimeType":"image/png"}"#),
+        chunk(r#"{"type":"text","text":5}"#),
+        chunk(r#"{"type":"text"}"#),
+        chunk(r#""a string""#),
+        chunk(r#"[{"type":"text","text":"in an array"}]"#),
+        chunk(r#"["text","as fields in order"]"#),
+        chunk(r#"{"type":"text","text":"one","text":"two"}"#),
+        chunk(r#" { "type" : "text" , "text" : "spaced" } "#),
+        r#"{"jsonrpc":"2.0","method":"session/update","params":{"update":["agent_message_chunk",{"type":"text","text":"x"}]}}"#.into(),
+        r#"{"jsonrpc":"2.0","method":"session/update","params":[{"sessionUpdate":"agent_message_chunk"}]}"#.into(),
+        r#"["2.0","session/update"]"#.into(),
+        r#"{"jsonrpc":"2.0","method":"session/update","params":{"update":{"sessionUpdate":7}}}"#.into(),
+        r#"{"jsonrpc":"2.0","method":5,"params":{"update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"x"}}}}"#.into(),
+        r#"{"jsonrpc":"2.0","id":null,"method":"session/update","params":{"update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"id null"}}}}"#.into(),
+        r#"{"jsonrpc":"2.0","id":9,"method":"session/update","params":{"update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"a request"}}}}"#.into(),
+        u(r#"{"sessionUpdate":"tool_call","toolCallId":"t1","title":"Shell","status":"pending","rawInput":{"z":1,"a":[1, 2.5, "x"]},"content":[
+            {"type":"content","content":{"type":"text","text":"out"}},
+            {"type":"content","content":{"type":"image","data":"AAAA","mimeType":"image/png"}},
+            {"type":"content","content":{"type":"resource_link","uri":"file:///a","name":"a"}},
+            {"type":"content","content":{"type":"audio","data":"x"}},
+            {"type":"content"},
+            {"type":"diff","path":"/w/a.txt","oldText":null,"newText":"new\n"},
+            {"type":"terminal","terminalId":"x"},
+            {"type":7}
+        ]}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t1","status":"in_progress","content":[{"type":"content","content":{"type":"text","text":"more"}}]}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t1","rawInput":{}}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t1","title":3}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t1","content":{"type":"content"}}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t1","content":[{"type":"content","content":"text"}]}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t1","content":[["diff","/p"]]}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t1","status":"completed","rawOutput":{"b": 1, "a": [1, 2]}}"#),
+        u(r#"{"sessionUpdate":"tool_call","toolCallId":"t2","title":"Read","rawInput":{}}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t2","status":"failed","rawOutput":"boom"}"#),
+        u(r#"{"sessionUpdate":"tool_call","toolCallId":"t3","status":"completed","rawOutput":null}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","status":"in_progress"}"#),
+        u(r#"{"sessionUpdate":"tool_call_update","toolCallId":"t4","status":5}"#),
+        u(r#"{"sessionUpdate":"plan","entries":[{"content":"a","status":"completed"}]}"#),
+        chunk(r#"{"type":"text","text":"after the tools"}"#),
+        "not json".into(),
+        "[1,2]".into(),
+        r#"{"jsonrpc":"2.0","id":2,"result":{"stopReason":"end_turn"}}"#.into(),
+    ];
+    steps.extend(agent.into_iter().map(|l| (true, l)));
+    assert_same_reading(&steps);
+}
+
+#[test]
+fn chunks_and_tool_updates_are_read_borrowed() {
+    // The shapes the agents send take the borrowed path (a change there
+    // would silently cost the Value tree again).
+    let fast = |l: &str| wire::session_update(l).is_some();
+    assert!(fast(
+        &update_line(
+            json!({"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"a\nb"}})
+        )
+        .to_string()
+    ));
+    assert!(fast(&update_line(json!({"sessionUpdate":"tool_call_update","toolCallId":"t","status":"in_progress","content":[{"type":"content","content":{"type":"text","text":"x"}}]})).to_string()));
+    assert!(!fast(
+        &update_line(json!({"sessionUpdate":"plan","entries":[]})).to_string()
+    ));
+    assert!(!fast(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+}

@@ -1,7 +1,7 @@
 // The Changes view (PROTOCOL.md, 2.4.0: review) in real Chromium against the
 // real daemon, on a real git repository: the changed files, a diff, the full
 // file, a line comment that reaches the agent as a prompt, and the list read
-// again when a turn ends.
+// again when a turn ends, by the Refresh button and by pull-to-refresh.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
@@ -143,6 +143,53 @@ describe("the Changes view", () => {
     writeFileSync(join(repo, "later.txt"), "x\n");
     await page.getByRole("button", { name: "Refresh" }).click();
     await until("later.txt listed", () => files.getByRole("link", { name: "later.txt", exact: true }).count());
+    await page.close();
+  });
+
+  test("pull-to-refresh reads the list again; a short pull does not", async () => {
+    const { page } = await open(repo);
+    const reads = [];
+    page.on("request", (r) => {
+      if (new URL(r.url()).pathname.endsWith("/changes")) reads.push(r.url());
+    });
+    await page.getByRole("tab", { name: "Changes" }).click();
+    const files = page.getByRole("region", { name: "Changed files" });
+    await files.getByRole("link", { name: "src/notes.txt", exact: true }).waitFor();
+    await until("the first read done", () => page.getByRole("button", { name: "Refresh" }).isEnabled());
+    assert.equal(reads.length, 1);
+    writeFileSync(join(repo, "pulled.txt"), "x\n");
+
+    // A finger on the list, as a phone's touch screen sends it.
+    const touch = await page.context().newCDPSession(page);
+    const box = await files.boundingBox();
+    const x = Math.round(box.x + box.width / 2);
+    const y0 = Math.round(box.y + 40);
+    const drag = async (pixels, release) => {
+      await touch.send("Input.dispatchTouchEvent", { type: "touchStart", touchPoints: [{ x, y: y0 }] });
+      for (let i = 1; i <= 10; i++) {
+        await touch.send("Input.dispatchTouchEvent", { type: "touchMove", touchPoints: [{ x, y: y0 + Math.round((pixels * i) / 10) }] });
+      }
+      if (release) await touch.send("Input.dispatchTouchEvent", { type: "touchEnd", touchPoints: [] });
+    };
+
+    // Too short: the indicator shows, nothing is read when it is released.
+    await drag(60, false);
+    await page.getByText("Pull to refresh", { exact: true }).waitFor();
+    await touch.send("Input.dispatchTouchEvent", { type: "touchEnd", touchPoints: [] });
+    await page.getByText("Pull to refresh", { exact: true }).waitFor({ state: "detached" });
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(reads.length, 1, "a short pull read the list");
+    assert.equal(await files.getByRole("link", { name: "pulled.txt", exact: true }).count(), 0);
+
+    // Far enough: "Release to refresh", and releasing reads the list.
+    await drag(200, false);
+    await page.getByText("Release to refresh", { exact: true }).waitFor();
+    await screenshot(page, "changes-pull");
+    await touch.send("Input.dispatchTouchEvent", { type: "touchEnd", touchPoints: [] });
+    await files.getByRole("link", { name: "pulled.txt", exact: true }).waitFor();
+    assert.equal(reads.length, 2);
+    await touch.detach();
+    rmSync(join(repo, "pulled.txt"));
     await page.close();
   });
 
