@@ -579,6 +579,34 @@ async fn a_client_close_is_answered_and_bad_frames_get_1007_or_1002() {
     s.write_all(&client_frame(0xC1, b"{}")).await.unwrap();
     assert_eq!(close_code(&mut s).await, Some(1002), "protocol error");
     d.wait_log("broke the WebSocket protocol").await;
+    // A connection that just ends without a Close (a client killed, a
+    // browser tab discarded) is a client going away, not a protocol error:
+    // no warning, no 1002 in the log.
+    let before = d.log().matches("broke the WebSocket protocol").count();
+    let mut s = raw_socket(&d, &id).await;
+    s.write_all(&client_frame(0x81, b"{\"gone\":1}"))
+        .await
+        .unwrap();
+    // The connection ends without a Close frame.
+    drop(s);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, info) = d.get(&format!("/sessions/{id}")).await;
+        if info["clients"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client was never detached: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        d.log().matches("broke the WebSocket protocol").count(),
+        before,
+        "a connection ending without a Close is not a protocol error: {}",
+        d.log()
+    );
     // The session is untouched.
     let mut ws = d.ws(&id, "").await;
     ws.send_json(json!({"n": 1})).await;

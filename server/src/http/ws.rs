@@ -270,6 +270,12 @@ async fn read_loop(
                     tracing::warn!(session = %handle.id, client, error = %text, "a client text frame is not valid UTF-8; closing it with 1007");
                     return Some((1007, "invalid UTF-8"));
                 }
+                // A phone that loses its network or a closed laptop lid: the
+                // connection ends without a Close. Routine, not an attack.
+                if text.contains("without closing handshake") {
+                    tracing::debug!(session = %handle.id, client, "the client went away without a Close");
+                    return None;
+                }
                 if text.contains("protocol error") || text.contains("Protocol error") {
                     tracing::warn!(session = %handle.id, client, error = %text, "a client broke the WebSocket protocol; closing it with 1002");
                     return Some((1002, "protocol error"));
