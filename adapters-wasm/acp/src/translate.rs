@@ -30,6 +30,36 @@ pub const MAX_HISTORY_BYTES: usize = 4 << 20;
 /// reaches the clients, but the block's `*_end`, `message_end` and history
 /// hold at most this much.
 pub const MAX_BLOCK_BYTES: usize = 4 << 20;
+
+/// Prompts queued while a run is going: at most this many bytes (text and
+/// images as JSON) and [`MAX_QUEUED`] prompts; beyond them a prompt is
+/// refused (success false), so a client cannot fill the sandbox's memory.
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// At most this many queued prompts.
+pub const MAX_QUEUED: usize = 256;
+
+/// Why a prompt cannot join `queue`, if it cannot.
+fn queue_full(queue: &VecDeque<Queued>, text: &str, images: &[Value]) -> Option<String> {
+    fn size(text: &str, images: &[Value]) -> usize {
+        text.len()
+            + images
+                .iter()
+                .map(|i| serde_json::to_string(i).map_or(0, |s| s.len()))
+                .sum::<usize>()
+    }
+    if queue.len() >= MAX_QUEUED {
+        return Some(format!(
+            "the prompt queue is full ({MAX_QUEUED} prompts); wait for the turn to end or abort it"
+        ));
+    }
+    let queued: usize = queue.iter().map(|q| size(&q.text, &q.images)).sum();
+    if queued + size(text, images) > MAX_QUEUED_BYTES {
+        return Some(format!(
+            "the prompt queue is full ({queued} bytes queued, at most {MAX_QUEUED_BYTES}); wait for the turn to end or abort it"
+        ));
+    }
+    None
+}
 /// The ACP protocol version this adapter speaks.
 const PROTOCOL_VERSION: u64 = 1;
 /// Version of the saved state layout.
@@ -737,6 +767,12 @@ impl<C: Clock> Translator<C> {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        if self.state.streaming
+            && let Some(error) = queue_full(&self.state.queue, text, &images)
+        {
+            out.push(response(kind, id, false, None, Some(error)));
+            return;
+        }
         out.push(response(kind, id, true, None, None));
         if self.state.streaming {
             let steer = match kind {

@@ -37,6 +37,36 @@ pub const MAX_HISTORY_BYTES: usize = 4 << 20;
 /// copies of a block live at once when its message ends).
 pub const MAX_BLOCK_BYTES: usize = 4 << 20;
 
+/// Prompts queued while a run is going: at most this many bytes (text and
+/// images as JSON) and [`MAX_QUEUED`] prompts; beyond them a prompt is
+/// refused (success false), so a client cannot fill the sandbox's memory.
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// At most this many queued prompts.
+pub const MAX_QUEUED: usize = 256;
+
+/// Why a prompt cannot join `queue`, if it cannot.
+fn queue_full(queue: &VecDeque<Queued>, text: &str, images: &[Value]) -> Option<String> {
+    fn size(text: &str, images: &[Value]) -> usize {
+        text.len()
+            + images
+                .iter()
+                .map(|i| serde_json::to_string(i).map_or(0, |s| s.len()))
+                .sum::<usize>()
+    }
+    if queue.len() >= MAX_QUEUED {
+        return Some(format!(
+            "the prompt queue is full ({MAX_QUEUED} prompts); wait for the turn to end or abort it"
+        ));
+    }
+    let queued: usize = queue.iter().map(|q| size(&q.text, &q.images)).sum();
+    if queued + size(text, images) > MAX_QUEUED_BYTES {
+        return Some(format!(
+            "the prompt queue is full ({queued} bytes queued, at most {MAX_QUEUED_BYTES}); wait for the turn to end or abort it"
+        ));
+    }
+    None
+}
+
 /// Where a translated record goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
@@ -377,6 +407,10 @@ impl<C: Clock> Translator<C> {
                     .cloned()
                     .unwrap_or_default();
                 if self.state.streaming {
+                    if let Some(error) = queue_full(&self.state.queue, text, &images) {
+                        out.push(response(kind, &id, false, None, Some(error)));
+                        return Ok(out);
+                    }
                     let steer = match kind {
                         "steer" => true,
                         "follow_up" => false,
@@ -1342,6 +1376,34 @@ mod tests {
             ]
         );
         assert_eq!(agent(&out)[0]["message"]["content"], "second");
+    }
+
+    #[test]
+    fn prompts_queued_while_running_are_bounded_in_bytes_and_count() {
+        let mut tr = t();
+        tr.from_client(r#"{"type":"prompt","id":"1","message":"first"}"#)
+            .unwrap();
+        let big = "x".repeat(3 << 20);
+        let prompt = |id: usize, msg: &str| {
+            json!({"type": "follow_up", "id": id.to_string(), "message": msg}).to_string()
+        };
+        for id in 0..2 {
+            let out = tr.from_client(&prompt(id, &big)).unwrap();
+            assert_eq!(client(&out)[0]["success"], true, "prompt {id} is queued");
+        }
+        let out = tr.from_client(&prompt(2, &big)).unwrap();
+        let c = client(&out);
+        assert_eq!(c.len(), 1, "only the refusal: {c:?}");
+        assert_eq!(c[0]["success"], false);
+        assert!(c[0]["error"].as_str().unwrap().contains("queue is full"));
+        assert_eq!(tr.state.queue.len(), 2);
+        for id in 3..MAX_QUEUED + 1 {
+            let out = tr.from_client(&prompt(id, "s")).unwrap();
+            assert_eq!(client(&out)[0]["success"], true, "prompt {id}");
+        }
+        let out = tr.from_client(&prompt(999, "s")).unwrap();
+        assert_eq!(client(&out)[0]["success"], false);
+        assert_eq!(tr.state.queue.len(), MAX_QUEUED);
     }
 
     #[test]

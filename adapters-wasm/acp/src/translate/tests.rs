@@ -770,3 +770,34 @@ fn chunks_and_tool_updates_are_read_borrowed() {
     ));
     assert!(!fast(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
 }
+
+#[test]
+fn prompts_queued_during_a_turn_are_bounded_in_bytes_and_count() {
+    let mut tr = ready();
+    tr.from_client(r#"{"type":"prompt","message":"running"}"#)
+        .unwrap();
+    let big = "x".repeat(3 << 20);
+    let prompt = |id: usize, msg: &str| {
+        json!({"type": "follow_up", "id": id.to_string(), "message": msg}).to_string()
+    };
+    for id in 0..2 {
+        let out = tr.from_client(&prompt(id, &big)).unwrap();
+        assert_eq!(client(&out)[0]["success"], true, "prompt {id} is queued");
+    }
+    // A third 3 MiB prompt would pass MAX_QUEUED_BYTES: refused, the
+    // queue unchanged.
+    let out = tr.from_client(&prompt(2, &big)).unwrap();
+    let c = client(&out);
+    assert_eq!(c.len(), 1, "only the refusal: {c:?}");
+    assert_eq!(c[0]["success"], false);
+    assert!(c[0]["error"].as_str().unwrap().contains("queue is full"));
+    assert_eq!(tr.state.queue.len(), 2);
+    // Small prompts are refused past MAX_QUEUED.
+    for id in 3..MAX_QUEUED + 1 {
+        let out = tr.from_client(&prompt(id, "s")).unwrap();
+        assert_eq!(client(&out)[0]["success"], true, "prompt {id}");
+    }
+    let out = tr.from_client(&prompt(999, "s")).unwrap();
+    assert_eq!(client(&out)[0]["success"], false);
+    assert_eq!(tr.state.queue.len(), MAX_QUEUED);
+}
