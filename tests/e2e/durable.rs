@@ -657,3 +657,98 @@ async fn an_acp_session_is_loaded_again_after_a_restart() {
     let seen = turn(&mut ws, "p2", "hi again").await;
     assert_eq!(said(&seen), "loaded", "log:\n{}", d.log());
 }
+
+#[tokio::test]
+async fn a_session_being_deleted_never_comes_back_after_a_kill_9() {
+    let tmp = TempDir::new("durable-delete-kill");
+    let state = tmp.path().join("state");
+    // The agent ignores SIGTERM, so DELETE waits out the kill grace.
+    let instances = fake_instance(json!({"FAKE_IGNORE_TERM": "1"}));
+    let state_arg = state.to_string_lossy().into_owned();
+    let env = [
+        ("AMARRE_INSTANCES_JSON", instances.as_str()),
+        ("AMARRE_STATE_DIR", state_arg.as_str()),
+        ("AMARRE_KILL_GRACE_MS", "10000"),
+    ];
+    let d = Daemon::start(&env).await;
+    let id = d.create(json!({"name": "going"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let keep = d.create(json!({"name": "staying"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = d.ws(&id, "").await;
+    let url = format!("{}/sessions/{id}", d.url);
+    let delete = tokio::spawn(async move {
+        let _ = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .delete(url)
+            .send()
+            .await;
+    });
+    // Its clients are closed at once; the daemon is killed while it waits
+    // for the agent to end.
+    let (closed, _) = ws.closed("the close for the delete").await;
+    assert_eq!(closed.code, Some(1000));
+    sigkill(d).await;
+    delete.abort();
+    let d = Daemon::start(&env).await;
+    let (_, list) = d.get("/sessions").await;
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("a session list")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert!(!ids.contains(&id.as_str()), "deleted, yet back: {list}");
+    assert!(
+        ids.contains(&keep.as_str()),
+        "the other session is kept: {list}"
+    );
+}
+
+#[tokio::test]
+async fn an_acp_agent_without_load_session_starts_fresh_and_the_event_says_so() {
+    let tmp = TempDir::new("durable-acp-fresh");
+    let state = tmp.path().join("state");
+    // No `loadSession`, and each session/new gets an id of its own.
+    let agent = ACP_AGENT
+        .replace(r#""loadSession":true"#, r#""loadSession":false"#)
+        .replace(
+            r#"echo '{"jsonrpc":"2.0","id":1,"result":{"sessionId":"s-durable"}}'"#,
+            r#"echo "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"sessionId\":\"s-$$\"}}""#,
+        );
+    assert_ne!(agent, ACP_AGENT);
+    let instance = json!({"id": "default", "agent": "acp", "command": "sh", "args": ["-c", agent]});
+    let d = agent_daemon(&state, &instance).await;
+    let id = d.create(json!({})).await["id"].as_str().unwrap().to_owned();
+    let mut ws = d.ws(&id, "?seq=1").await;
+    let seen = turn(&mut ws, "p1", "hi").await;
+    let last = seq(seen.last().unwrap());
+    sigterm(d).await;
+
+    let d = agent_daemon(&state, &instance).await;
+    let mut ws = d.ws(&id, &format!("?since={last}")).await;
+    ws.recv_json("hello").await;
+    let resumed = ws.recv_json("the resumed event").await;
+    assert_eq!(
+        (&resumed["event"], &resumed["resumed"]),
+        (&json!("resumed"), &json!(false)),
+        "started fresh: {resumed}\nlog:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        seq(&resumed),
+        last + 1,
+        "the first record after the restart"
+    );
+    let seen = turn(&mut ws, "p2", "hi again").await;
+    assert!(
+        seen.iter().all(|v| v["event"] != "resumed"),
+        "the event comes once: {seen:?}"
+    );
+}

@@ -213,6 +213,31 @@ async fn an_oversized_frame_closes_the_client_with_1009() {
 }
 
 #[tokio::test]
+async fn an_over_long_last_line_cut_off_by_the_exit_is_reported_before_the_crash() {
+    let d = daemon(&[("AMARRE_MAX_LINE_BYTES", "100")]).await;
+    let id = session(&d).await;
+    let mut ws = d.ws(&id, "").await;
+    // 300 bytes with no newline (six client records each under the limit),
+    // then the agent exits.
+    for _ in 0..6 {
+        ws.send_json(json!({"type": "fake.raw", "chunks": ["y".repeat(50)]}))
+            .await;
+    }
+    ws.send_json(json!({"type": "fake.exit", "code": 3})).await;
+    let report = ws.recv_json("the drop report").await;
+    assert_eq!(
+        report,
+        json!({"type": "amarre.record_dropped", "direction": "from_agent",
+               "bytes": 300, "reason": "line_too_long", "count": 1}),
+        "{}",
+        d.log()
+    );
+    let crashed = ws.recv_json("the crash").await;
+    assert_eq!(crashed["event"], "crashed", "{crashed}");
+    assert_eq!(crashed["exitCode"], 3);
+}
+
+#[tokio::test]
 async fn oversized_lines_are_dropped_in_both_directions() {
     let d = daemon(&[("AMARRE_MAX_LINE_BYTES", "100")]).await;
     let id = session(&d).await;

@@ -61,6 +61,9 @@ pub(super) struct SessionTask {
     _budget: CloseBudget,
     /// Dropped records not yet reported (`amarre.record_dropped`).
     drops: DropReports,
+    /// After a restart, until the adapter says whether the agent's
+    /// conversation was restored.
+    resume_pending: Option<ResumePending>,
     /// The session's record log when sessions are durable (PROTOCOL.md
     /// 12.3): each step's records are written to it before they go to any
     /// client ([`SessionTask::flush`]).
@@ -75,6 +78,12 @@ impl Drop for CloseBudget {
     fn drop(&mut self) {
         self.0.inbound_bytes.close();
     }
+}
+
+/// A `resumed` event not sent yet: the token the agent was respawned with.
+struct ResumePending {
+    token: Option<String>,
+    interrupted: bool,
 }
 
 /// How a session read back at start comes back (PROTOCOL.md 12.3).
@@ -118,31 +127,41 @@ impl SessionTask {
             timers: PushTimers::new(deps.notifier.is_some(), deps.push_grace),
             _budget: CloseBudget(handle.clone()),
             drops: DropReports::default(),
+            resume_pending: None,
             handle,
             ctrl_rx,
             inbound_rx,
             run: None,
             deps,
         };
+        // An adapter with a handshake decides with its agent whether the
+        // conversation can be restored (ACP: `session/load` only when the
+        // agent offers `loadSession`).
+        let agent_decides = agent.as_ref().is_some_and(|(instance, _)| {
+            instance
+                .adapter()
+                .info
+                .has(crate::adapter::Capability::Handshake)
+        });
         if let Some((instance, started)) = agent {
             task.install(instance, started);
         }
         match restored {
             Some(Restored::Respawned {
+                resumed: true,
+                interrupted,
+            }) if agent_decides => {
+                // Told when the adapter reports its session's token (the same
+                // one: restored), or at the first other record (not restored).
+                task.resume_pending = Some(ResumePending {
+                    token: task.handle.resume_token(),
+                    interrupted,
+                });
+            }
+            Some(Restored::Respawned {
                 resumed,
                 interrupted,
-            }) => {
-                // The first record of the stream after a restart.
-                let event = serde_json::json!({
-                    "type": "amarre.session_event",
-                    "event": "resumed",
-                    "resumed": resumed,
-                    "interrupted": interrupted,
-                });
-                task.publish(Text::from(event.to_string()));
-                // Questions asked before the restart wait for nobody now.
-                task.resolve_all("cancelled");
-            }
+            }) => task.resumed(resumed, interrupted),
             Some(Restored::Failed { detail }) => {
                 task.resolve_all("cancelled");
                 let event = serde_json::json!({
@@ -341,12 +360,14 @@ impl SessionTask {
                 }
             }
             Control::Delete { reply } => {
-                self.stop(Status::Stopped, 1000, "session deleted", true)
-                    .await;
+                // Forgotten first: a daemon killed while the agent is being
+                // stopped must not bring the session back (PROTOCOL.md 12.3).
                 self.log = None;
                 if let Some(state) = &self.deps.state {
                     state.forget(&self.handle.id);
                 }
+                self.stop(Status::Stopped, 1000, "session deleted", true)
+                    .await;
                 let state = spawn::state_dir(
                     &self.deps.files_root,
                     self.deps.state.as_deref(),
@@ -553,11 +574,7 @@ impl SessionTask {
 
     async fn on_stdout(&mut self, read: std::io::Result<usize>) {
         let (split, eof) = self.agent.out.lines(&read);
-        for &bytes in &split.dropped {
-            tracing::warn!(session = %self.handle.id, bytes, max_line = self.deps.limits.max_line_bytes, "dropped an agent line longer than the limit");
-            add(&self.deps.metrics.dropped_too_long, 1);
-            self.dropped(Dropped::from_agent(DropReason::LineTooLong, bytes));
-        }
+        self.too_long(&split.dropped);
         for line in split.lines {
             if self.run.is_none() {
                 return;
@@ -571,11 +588,24 @@ impl SessionTask {
 
     /// The agent exited and its output is read (or the drain time is up).
     async fn end_of_output(&mut self) {
-        for line in self.agent.out.finish().lines {
+        let rest = self.agent.out.finish();
+        // An over-long last line cut off by the exit is dropped and reported
+        // like any other (PROTOCOL.md 12.6).
+        self.too_long(&rest.dropped);
+        for line in rest.lines {
             self.agent_line(line).await;
         }
         let (code, signal) = self.agent.exit.end();
         self.crashed(code, signal, None).await;
+    }
+
+    /// Agent lines the framer dropped for being over the line limit.
+    fn too_long(&mut self, dropped: &[usize]) {
+        for &bytes in dropped {
+            tracing::warn!(session = %self.handle.id, bytes, max_line = self.deps.limits.max_line_bytes, "dropped an agent line longer than the limit");
+            add(&self.deps.metrics.dropped_too_long, 1);
+            self.dropped(Dropped::from_agent(DropReason::LineTooLong, bytes));
+        }
     }
 
     async fn agent_line(&mut self, line: Bytes) {
@@ -614,6 +644,10 @@ impl SessionTask {
                 Emit::ToClient(text) => self.publish(Text::from(text)),
                 Emit::ToAgent(text) => self.agent.inp.queue(text.as_bytes()),
                 Emit::ResumeToken(token) => {
+                    if let Some(p) = self.resume_pending.take() {
+                        let same = p.token.as_deref() == Some(token.as_str());
+                        self.resumed(same, p.interrupted);
+                    }
                     if self.handle.resume_token().as_deref() != Some(token.as_str()) {
                         self.handle.set_resume_token(token);
                         self.save_meta();
@@ -647,7 +681,26 @@ impl SessionTask {
 
     /// Numbers, buffers and queues one record for every client; arms push
     /// timers.
+    /// The first record of the stream after a restart (PROTOCOL.md 12.3),
+    /// then the questions asked before it are resolved: they wait for
+    /// nobody now.
+    fn resumed(&mut self, resumed: bool, interrupted: bool) {
+        let event = serde_json::json!({
+            "type": "amarre.session_event",
+            "event": "resumed",
+            "resumed": resumed,
+            "interrupted": interrupted,
+        });
+        self.publish(Text::from(event.to_string()));
+        self.resolve_all("cancelled");
+    }
+
     fn publish(&mut self, text: Text) {
+        if let Some(p) = self.resume_pending.take() {
+            // Something else comes first: the adapter never confirmed the
+            // earlier conversation.
+            self.resumed(false, p.interrupted);
+        }
         let head = parse_head(text.as_bytes());
         let seq = self.stream.push(&text, head.as_ref());
         if let (Some(log), Some(n)) = (self.log.as_mut(), seq) {
