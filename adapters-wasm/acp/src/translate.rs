@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use amarre_pi_dialect::{prompt_bytes, queue_refusal};
+
 mod wire;
 
 use wire::{Fast, ToolFields};
@@ -31,35 +33,6 @@ pub const MAX_HISTORY_BYTES: usize = 4 << 20;
 /// hold at most this much.
 pub const MAX_BLOCK_BYTES: usize = 4 << 20;
 
-/// Prompts queued while a run is going: at most this many bytes (text and
-/// images as JSON) and [`MAX_QUEUED`] prompts; beyond them a prompt is
-/// refused (success false), so a client cannot fill the sandbox's memory.
-pub const MAX_QUEUED_BYTES: usize = 8 << 20;
-/// At most this many queued prompts.
-pub const MAX_QUEUED: usize = 256;
-
-/// Why a prompt cannot join `queue`, if it cannot.
-fn queue_full(queue: &VecDeque<Queued>, text: &str, images: &[Value]) -> Option<String> {
-    fn size(text: &str, images: &[Value]) -> usize {
-        text.len()
-            + images
-                .iter()
-                .map(|i| serde_json::to_string(i).map_or(0, |s| s.len()))
-                .sum::<usize>()
-    }
-    if queue.len() >= MAX_QUEUED {
-        return Some(format!(
-            "the prompt queue is full ({MAX_QUEUED} prompts); wait for the turn to end or abort it"
-        ));
-    }
-    let queued: usize = queue.iter().map(|q| size(&q.text, &q.images)).sum();
-    if queued + size(text, images) > MAX_QUEUED_BYTES {
-        return Some(format!(
-            "the prompt queue is full ({queued} bytes queued, at most {MAX_QUEUED_BYTES}); wait for the turn to end or abort it"
-        ));
-    }
-    None
-}
 /// The ACP protocol version this adapter speaks.
 const PROTOCOL_VERSION: u64 = 1;
 /// Version of the saved state layout.
@@ -470,6 +443,14 @@ impl<C: Clock> Translator<C> {
         ))
     }
 
+    /// Why a prompt cannot be queued now, if it cannot (its bounds are
+    /// `amarre_pi_dialect`'s).
+    fn queue_refusal(&self, text: &str, images: &[Value]) -> Option<String> {
+        let queue = &self.state.queue;
+        let queued = queue.iter().map(|q| prompt_bytes(&q.text, &q.images)).sum();
+        queue_refusal(queue.len(), queued, prompt_bytes(text, images))
+    }
+
     fn queue_update(&self) -> Out {
         let pick = |steer: bool| -> Vec<&str> {
             self.state
@@ -768,7 +749,7 @@ impl<C: Clock> Translator<C> {
             .cloned()
             .unwrap_or_default();
         if self.state.streaming
-            && let Some(error) = queue_full(&self.state.queue, text, &images)
+            && let Some(error) = self.queue_refusal(text, &images)
         {
             out.push(response(kind, id, false, None, Some(error)));
             return;

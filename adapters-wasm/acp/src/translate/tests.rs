@@ -773,6 +773,7 @@ fn chunks_and_tool_updates_are_read_borrowed() {
 
 #[test]
 fn prompts_queued_during_a_turn_are_bounded_in_bytes_and_count() {
+    use amarre_pi_dialect::MAX_QUEUED;
     let mut tr = ready();
     tr.from_client(r#"{"type":"prompt","message":"running"}"#)
         .unwrap();

@@ -18,43 +18,12 @@ use std::borrow::Cow;
 
 use std::marker::PhantomData;
 
+use amarre_pi_dialect::{Obj, Str, cow};
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-
-/// A struct read from a JSON object only. (Derived structs also accept an
-/// array of their fields in order, which a `Value` never reads as one.)
-struct Obj<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Only<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
-            type Value = Obj<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
-            }
-        }
-        d.deserialize_map(Only(PhantomData))
-    }
-}
-
-/// A JSON string, borrowed from the line unless it has escapes. (A
-/// `Cow<str>` inside an `Option` is always copied by serde; inside this
-/// newtype it borrows.)
-#[derive(Deserialize)]
-struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl<'a> Str<'a> {
-    fn cow(s: Option<Str<'a>>) -> Option<Cow<'a, str>> {
-        s.map(|s| s.0)
-    }
-}
 
 /// A JSON-RPC message, as far as routing a session update needs.
 #[derive(Deserialize)]
@@ -201,11 +170,11 @@ pub enum Fast<'a> {
 /// tool call in the expected shape; `None` for anything else.
 pub fn session_update(line: &str) -> Option<Fast<'_>> {
     let Obj(head): Obj<Line> = serde_json::from_str(line).ok()?;
-    if head.id.is_some() || Str::cow(head.method).as_deref() != Some("session/update") {
+    if head.id.is_some() || cow(head.method).as_deref() != Some("session/update") {
         return None;
     }
     let u = head.params?.0.update?.0;
-    match Str::cow(u.session_update)?.as_ref() {
+    match cow(u.session_update)?.as_ref() {
         kind @ ("agent_message_chunk" | "agent_thought_chunk") => {
             // Not a block (null, missing, an array): no text.
             let block = match u.content {
@@ -216,7 +185,7 @@ pub fn session_update(line: &str) -> Option<Fast<'_>> {
                 Some(Block {
                     kind: Some(k),
                     text,
-                }) if k.0 == "text" => Str::cow(text).unwrap_or_default(),
+                }) if k.0 == "text" => cow(text).unwrap_or_default(),
                 _ => Cow::Borrowed(""),
             };
             Some(Fast::Chunk {
@@ -237,11 +206,11 @@ pub fn session_update(line: &str) -> Option<Fast<'_>> {
                 }
             }
             let mut fields = ToolFields {
-                id: Str::cow(u.tool_call_id).unwrap_or_default(),
-                title: Str::cow(u.title),
+                id: cow(u.tool_call_id).unwrap_or_default(),
+                title: cow(u.title),
                 raw_input: u.raw_input.unwrap_or_default(),
                 content,
-                status: Str::cow(u.status),
+                status: cow(u.status),
                 raw_output: Value::Null,
             };
             if fields.ends() {
@@ -276,10 +245,10 @@ fn item_content(item: Item) -> Option<Value> {
         )
     }
     let kind = |k: &str| Some(Value::from(k));
-    match Str::cow(item.kind).as_deref() {
+    match cow(item.kind).as_deref() {
         Some("content") => {
             let Obj(c) = item.content?;
-            match Str::cow(c.kind).as_deref() {
+            match cow(c.kind).as_deref() {
                 Some("text") => Some(object([("type", kind("text")), ("text", c.text)])),
                 Some("image") => Some(object([
                     ("type", kind("image")),

@@ -12,41 +12,9 @@
 //! (sorted by bytes), so the output is byte for byte the same too.
 
 use std::borrow::Cow;
-use std::marker::PhantomData;
 
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
+use amarre_pi_dialect::{Obj, Str, cow};
 use serde::{Deserialize, Deserializer, Serialize};
-
-/// A struct read from a JSON object only. (Derived structs also accept an
-/// array of their fields in order, which a `Value` never reads as one.)
-struct Obj<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Only<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
-            type Value = Obj<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
-            }
-        }
-        d.deserialize_map(Only(PhantomData))
-    }
-}
-
-/// A JSON string, borrowed from the line unless it has escapes. (A
-/// `Cow<str>` inside an `Option` is always copied by serde; inside this
-/// newtype it borrows.)
-#[derive(Deserialize)]
-struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
-
-fn cow<'a>(s: Option<Str<'a>>) -> Option<Cow<'a, str>> {
-    s.map(|s| s.0)
-}
 
 /// A string field that must hold `expected`: any other value stops the
 /// reading there (Claude writes `type` first, so a line that is not a delta
