@@ -472,6 +472,12 @@ pub struct AdapterInstance {
     session: Option<ResourceAny>,
     poisoned: Option<String>,
     host: Arc<HostInner>,
+    /// The largest input a call of this instance was given: an adapter that
+    /// took in a large record may emit it again later from a small one (a
+    /// 4 MiB assistant message goes out once more in `turn_end` and
+    /// `agent_end` when the small `result` line arrives), so every call's
+    /// budget grows with it.
+    largest_input: usize,
 }
 
 impl AdapterInstance {
@@ -505,6 +511,7 @@ impl AdapterInstance {
             session: None,
             poisoned: None,
             host,
+            largest_input: 0,
         })
     }
 
@@ -549,7 +556,8 @@ impl AdapterInstance {
 
     /// The one way into the guest: checks the instance is usable, sets the
     /// call's budget (it grows by `call_budget_per_kib` for each whole KiB
-    /// of `input`, up to [`MAX_CALL_BUDGET`]), runs `f` with the epoch
+    /// of the largest input the instance was given, this one included, up
+    /// to [`MAX_CALL_BUDGET`]), runs `f` with the epoch
     /// ticker on, and turns a trap into a poisoned instance. Every export
     /// goes through here. The call runs on the calling task and yields to
     /// the runtime at every epoch tick, so it never blocks other sessions
@@ -565,7 +573,8 @@ impl AdapterInstance {
                 detail: format!("unusable after an earlier trap: {detail}"),
             });
         }
-        let budget = call_budget(&self.host.limits, input);
+        self.largest_input = self.largest_input.max(input);
+        let budget = call_budget(&self.host.limits, self.largest_input);
         self.store.data_mut().budget.start(budget);
         self.store.set_epoch_deadline(1);
         self.host.calls.fetch_add(1, Ordering::Relaxed);
@@ -721,7 +730,7 @@ fn describe_trap(error: &wasmtime::Error, limits: &AdapterLimits) -> String {
         match trap {
             wasmtime::Trap::Interrupt => {
                 return format!(
-                    "exceeded its time budget of {} ms per call (+{} ms per KiB of input, at most {} ms)",
+                    "exceeded its time budget of {} ms per call (+{} ms per KiB of the largest input it was given, at most {} ms)",
                     limits.call_budget.as_millis(),
                     limits.call_budget_per_kib.as_millis(),
                     MAX_CALL_BUDGET.max(limits.call_budget).as_millis()

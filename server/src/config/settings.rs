@@ -527,7 +527,7 @@ pub static SETTINGS: &[Setting] = &[
             unit: "ms",
         },
         default: Some("50"),
-        doc: "Time budget of one adapter call (plus 1 ms per KiB of input, at most 2 s).",
+        doc: "Time budget of one adapter call (plus 1 ms per KiB of the largest input the session's adapter was given, at most 2 s).",
         get: |c| ms_of(c.limits.adapter_call),
         set: |c, v| c.limits.adapter_call = ms(&v),
     },
