@@ -120,26 +120,47 @@ async fn next_text(ws: &mut Ws) -> Result<Vec<u8>, String> {
 }
 
 /// Round trips of one record at a time; microseconds per round trip.
+///
+/// The client is the cheapest there is: blocking reads and writes on a
+/// thread of its own (tungstenite without a runtime, `TCP_NODELAY`), so a
+/// round trip adds one wake-up on the client's side, as the pipe floor's
+/// reader does, and the figure is the server's, not an async client's.
 pub async fn latency(target: &Target, n: u64, size: usize) -> Result<Vec<f64>, String> {
     let id = target.create().await?;
-    let mut ws = target.connect(&id).await?;
+    let ws_url = format!("{}/sessions/{id}", target.url.replacen("http", "ws", 1));
+    let out = tokio::task::spawn_blocking(move || blocking_latency(&ws_url, n, size))
+        .await
+        .map_err(|e| fail("latency thread", e))?;
+    target.delete(&id).await;
+    out
+}
+
+fn blocking_latency(ws_url: &str, n: u64, size: usize) -> Result<Vec<f64>, String> {
+    use tokio_tungstenite::tungstenite::stream::MaybeTlsStream;
+    let (mut ws, _) =
+        tokio_tungstenite::tungstenite::connect(ws_url).map_err(|e| fail(ws_url, e))?;
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", e))?;
+    }
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n {
         let rec = record(i, size);
         let t = Instant::now();
-        ws.send(Message::text(rec))
-            .await
-            .map_err(|e| fail("send", e))?;
-        let got = next_text(&mut ws).await?;
+        ws.send(Message::text(rec)).map_err(|e| fail("send", e))?;
+        let got = loop {
+            match ws.read().map_err(|e| fail("read", e))? {
+                Message::Text(t) => break t,
+                Message::Close(f) => return Err(format!("closed: {f:?}")),
+                _ => continue,
+            }
+        };
         out.push(t.elapsed().as_secs_f64() * 1e6);
-        if index_of(&got) != Some(i) {
-            return Err(format!(
-                "latency: expected record {i}, got {}",
-                String::from_utf8_lossy(&got)
-            ));
+        if index_of(got.as_bytes()) != Some(i) {
+            return Err(format!("latency: expected record {i}, got {got}"));
         }
     }
-    target.delete(&id).await;
+    let _ = ws.close(None);
+    let _ = ws.flush();
     Ok(out)
 }
 
@@ -383,18 +404,35 @@ pub async fn reconnect(target: &Target, n: u64, size: usize, window: u64) -> Res
     Ok(micros)
 }
 
-/// POST /sessions to the first echo; microseconds each.
-pub async fn spawn(target: &Target, k: usize) -> Result<Vec<f64>, String> {
-    let mut out = Vec::new();
+/// The spawn loop's times in microseconds, one entry per spawn: the whole
+/// of it (POST to the first echo), and the two steps on the way.
+#[derive(Debug, Default)]
+pub struct Spawns {
+    /// `POST /sessions` to the first echo on a new socket.
+    pub total: Vec<f64>,
+    /// `POST /sessions` sent to its `201` read.
+    pub post: Vec<f64>,
+    /// The `201` to the socket's `101`.
+    pub open: Vec<f64>,
+}
+
+/// `k` times: `POST /sessions`, open a socket, send a record, wait for its
+/// echo, then close and delete the session.
+pub async fn spawn(target: &Target, k: usize) -> Result<Spawns, String> {
+    let mut out = Spawns::default();
     for _ in 0..k {
         let t = Instant::now();
         let id = target.create().await?;
+        let posted = t.elapsed();
         let mut ws = target.connect(&id).await?;
+        let opened = t.elapsed();
         ws.send(Message::text(record(0, 64)))
             .await
             .map_err(|e| fail("send", e))?;
         let got = next_text(&mut ws).await?;
-        out.push(t.elapsed().as_secs_f64() * 1e6);
+        out.total.push(t.elapsed().as_secs_f64() * 1e6);
+        out.post.push(posted.as_secs_f64() * 1e6);
+        out.open.push((opened - posted).as_secs_f64() * 1e6);
         if index_of(&got) != Some(0) {
             return Err(format!(
                 "spawn: unexpected first record {}",

@@ -243,3 +243,45 @@ pub mod ws_echo {
             .await
     }
 }
+
+/// The machine's idle CPUs kept polling for the bench's duration.
+///
+/// On this kind of VM an idle vCPU halts, and waking it costs tens of
+/// microseconds, more than the relay itself: the pipe floor's round trip
+/// measures about 90 µs with halting CPUs and about 10 µs without, and every
+/// figure swings between the two as the machine's load comes and goes. A
+/// PM QoS request of 0 µs on `/dev/cpu_dma_latency` (what latency tools such
+/// as `cyclictest` hold) keeps idle CPUs in their polling state, so the
+/// floors and the relay are measured on steady ground. The request lasts as
+/// long as the file stays open.
+pub struct CpuWake {
+    _held: Option<std::fs::File>,
+    /// What was done, for the report.
+    pub state: String,
+}
+
+impl CpuWake {
+    /// Holds the request when `hold` and the device is writable.
+    pub fn hold(hold: bool) -> CpuWake {
+        if !hold {
+            return CpuWake {
+                _held: None,
+                state: "idle CPUs may halt (--cpu-idle-halt)".into(),
+            };
+        }
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/cpu_dma_latency")
+            .and_then(|mut f| f.write_all(&0i32.to_ne_bytes()).map(|()| f));
+        match opened {
+            Ok(f) => CpuWake {
+                _held: Some(f),
+                state: "idle CPUs poll (PM QoS 0 µs held on /dev/cpu_dma_latency)".into(),
+            },
+            Err(e) => CpuWake {
+                _held: None,
+                state: format!("idle CPUs may halt (/dev/cpu_dma_latency: {e})"),
+            },
+        }
+    }
+}

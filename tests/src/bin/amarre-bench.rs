@@ -38,6 +38,10 @@ struct Cli {
     /// Record size in bytes.
     #[arg(long, default_value_t = 200, global = true)]
     size: usize,
+    /// Let idle CPUs halt instead of holding a 0 µs wake-up latency
+    /// request (docs/PERFORMANCE.md, "The machine").
+    #[arg(long, global = true)]
+    cpu_idle_halt: bool,
 }
 
 #[derive(Subcommand)]
@@ -153,6 +157,8 @@ struct Relay {
     sess_rps: Vec<f64>,
     spawn_p50: Vec<f64>,
     spawn_p99: Vec<f64>,
+    spawn_post_p50: Vec<f64>,
+    spawn_open_p50: Vec<f64>,
     reconnect_ms: Vec<f64>,
 }
 
@@ -167,6 +173,8 @@ impl Relay {
         self.sess_rps.extend(other.sess_rps);
         self.spawn_p50.extend(other.spawn_p50);
         self.spawn_p99.extend(other.spawn_p99);
+        self.spawn_post_p50.extend(other.spawn_post_p50);
+        self.spawn_open_p50.extend(other.spawn_open_p50);
         self.reconnect_ms.extend(other.reconnect_ms);
     }
 }
@@ -210,9 +218,14 @@ async fn relay_runs(
             r.sess_rps.push(sess.rps());
         }
         if on("spawn") {
-            let sp = sorted(bench::spawn(target, SIZES.spawns).await?);
+            let times = bench::spawn(target, SIZES.spawns).await?;
+            let sp = sorted(times.total);
             r.spawn_p50.push(percentile(&sp, 50.0) / 1000.0);
             r.spawn_p99.push(percentile(&sp, 99.0) / 1000.0);
+            r.spawn_post_p50
+                .push(percentile(&sorted(times.post), 50.0) / 1000.0);
+            r.spawn_open_p50
+                .push(percentile(&sorted(times.open), 50.0) / 1000.0);
         }
         if on("reconnect") {
             let us = bench::reconnect(target, SIZES.replay, size, SIZES.window).await?;
@@ -345,7 +358,7 @@ fn print_table(cols: &[(&str, &Relay)], pipe: Option<&Base>) {
     println!("{head}\n{rule}");
     type Pick = fn(&Relay) -> &Vec<f64>;
     type PickBase = Option<fn(&Base) -> &Vec<f64>>;
-    let rows: [(String, Pick, PickBase, usize); 10] = [
+    let rows: [(String, Pick, PickBase, usize); 12] = [
         ("latency p50 (µs)".into(), |r| &r.p50, Some(|b| &b.p50), 1),
         ("latency p99 (µs)".into(), |r| &r.p99, Some(|b| &b.p99), 1),
         (
@@ -391,6 +404,18 @@ fn print_table(cols: &[(&str, &Relay)], pipe: Option<&Base>) {
             "spawn: POST to first echo p99 (ms)".into(),
             |r| &r.spawn_p99,
             Some(|b| &b.spawn_p99),
+            2,
+        ),
+        (
+            "spawn, of which POST to its 201, p50 (ms)".into(),
+            |r| &r.spawn_post_p50,
+            None,
+            2,
+        ),
+        (
+            "spawn, of which the 201 to the socket's 101, p50 (ms)".into(),
+            |r| &r.spawn_open_p50,
+            None,
             2,
         ),
         (
@@ -1211,7 +1236,7 @@ async fn compare(
     println!();
     println!("| figure | B / A |\n|---|---|");
     type Pick = fn(&Relay) -> &Vec<f64>;
-    let rows: [(&str, Pick); 10] = [
+    let rows: [(&str, Pick); 12] = [
         ("latency p50", |r| &r.p50),
         ("latency p99", |r| &r.p99),
         ("latency p99.9", |r| &r.p999),
@@ -1220,6 +1245,8 @@ async fn compare(
         ("fan-out", |r| &r.fan_rps),
         ("sessions in parallel", |r| &r.sess_rps),
         ("spawn p50", |r| &r.spawn_p50),
+        ("spawn, POST to 201, p50", |r| &r.spawn_post_p50),
+        ("spawn, 201 to 101, p50", |r| &r.spawn_open_p50),
         ("spawn p99", |r| &r.spawn_p99),
         ("reconnect", |r| &r.reconnect_ms),
     ];
@@ -1237,6 +1264,13 @@ async fn compare(
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    let _wake = if matches!(cli.command, Cmd::WsEcho) {
+        None
+    } else {
+        let wake = floor::CpuWake::hold(!cli.cpu_idle_halt);
+        println!("CPU wake-up: {}", wake.state);
+        Some(wake)
+    };
     let result = match cli.command {
         Cmd::All { daemon } => {
             all(
