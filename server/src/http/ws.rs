@@ -8,6 +8,9 @@
 //! queue is full (TCP backpressure). The writer sends the catch-up and then
 //! what arrives in the outbox, several frames per flush, pings, and closes
 //! the socket when told or when the client has been silent for too long.
+//! Once the catch-up is out, the writer opens the client's lane
+//! ([`SocketLane`]): while nothing is queued for the client, the session
+//! writes its records to the socket itself, without waking the writer.
 //! The session never waits for either. Records become WebSocket text frames
 //! here, at the writer ([`frame`]), and nowhere else.
 
@@ -32,7 +35,8 @@ use crate::session::dropped::Reason;
 use crate::session::framing::split_frame;
 use crate::session::record::parse_head;
 use crate::session::{
-    AttachOptions, Attachment, CloseWith, Delivery, Inbound, Outbox, SessionHandle, Status, Text,
+    AttachOptions, Attachment, CloseWith, Delivery, Inbound, Lane, Outbox, SessionHandle, Status,
+    Text,
 };
 use crate::util::now_ms;
 
@@ -315,11 +319,73 @@ async fn once<T>(slot: &mut Option<oneshot::Receiver<T>>) -> T {
     std::future::pending().await
 }
 
+/// A client's socket as both its writer task and the session write to it:
+/// the sink behind an async lock that the writer waits for and the session
+/// only tries ([`Lane::try_write`] never waits), and a flush the session
+/// leaves to the writer when the socket could not take it at once.
+struct SocketLane {
+    sink: tokio::sync::Mutex<SplitSink<WebSocket, Message>>,
+    /// The session handed frames to the socket that it could not flush:
+    /// nothing more goes out directly until the writer has flushed them.
+    owed: std::sync::atomic::AtomicBool,
+    flush: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for SocketLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketLane")
+            .field("owed", &self.owed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lane for SocketLane {
+    fn try_write(&self, texts: &[Text]) -> Result<usize, ()> {
+        use futures_util::Sink;
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+        if self.owed.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        // The writer holds the socket: it is writing, so the records queue
+        // behind what it writes.
+        let Ok(mut sink) = self.sink.try_lock() else {
+            return Ok(0);
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut sink = Pin::new(&mut *sink);
+        let mut taken = 0;
+        for text in texts {
+            match sink.as_mut().poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => break,
+            }
+            sink.as_mut()
+                .start_send(frame(text.clone()))
+                .map_err(|_| ())?;
+            taken += 1;
+        }
+        if taken > 0 {
+            match sink.as_mut().poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => {
+                    // The writer flushes with a waker of its own.
+                    self.owed.store(true, Ordering::Release);
+                    self.flush.notify_one();
+                }
+            }
+        }
+        Ok(taken)
+    }
+}
+
 /// The writer task: [`write_loop`], and a panic in it logged and answered
 /// with 1011 on the socket, never touching the session.
 #[allow(clippy::too_many_arguments)]
 async fn write_task(
-    mut sink: SplitSink<WebSocket, Message>,
+    sink: SplitSink<WebSocket, Message>,
     catchup: Vec<Text>,
     outbox: Outbox,
     stop: oneshot::Receiver<CloseWith>,
@@ -330,20 +396,26 @@ async fn write_task(
     client: u64,
     auth: Option<crate::auth::http::SocketAuth>,
 ) {
+    let lane = Arc::new(SocketLane {
+        sink: tokio::sync::Mutex::new(sink),
+        owed: std::sync::atomic::AtomicBool::new(false),
+        flush: tokio::sync::Notify::new(),
+    });
     let written = AssertUnwindSafe(write_loop(
-        &mut sink, catchup, outbox, stop, last_seen, ping_every, idle_after, auth,
+        &lane, catchup, outbox, stop, last_seen, ping_every, idle_after, auth,
     ))
     .catch_unwind()
     .await;
     if let Err(panic) = written {
         tracing::error!(session = %session, client, panic = panic_text(&*panic), "the connection's writer panicked; closing it with 1011");
+        let mut sink = lane.sink.lock().await;
         let _ = close(&mut sink, 1011, "internal error").await;
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn write_loop(
-    sink: &mut SplitSink<WebSocket, Message>,
+    lane: &Arc<SocketLane>,
     catchup: Vec<Text>,
     mut outbox: Outbox,
     stop: oneshot::Receiver<CloseWith>,
@@ -352,15 +424,21 @@ async fn write_loop(
     idle_after: Duration,
     auth: Option<crate::auth::http::SocketAuth>,
 ) {
-    for chunk in catchup.chunks(MAX_BATCH) {
-        for text in chunk {
-            if sink.feed(frame(text.clone())).await.is_err() {
+    {
+        let mut sink = lane.sink.lock().await;
+        for chunk in catchup.chunks(MAX_BATCH) {
+            for text in chunk {
+                if sink.feed(frame(text.clone())).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
                 return;
             }
         }
-        if sink.flush().await.is_err() {
-            return;
-        }
+        // The catch-up is out: live records may now go straight to the
+        // socket whenever nothing is queued for this client.
+        outbox.open_lane(lane.clone());
     }
     let mut stop = Some(stop);
     // Token mode: a socket opened with a token that has been rotated since
@@ -373,20 +451,23 @@ async fn write_loop(
         tokio::select! {
             biased;
             (code, reason) = once(&mut stop) => {
-                let _ = close(sink, code, reason).await;
+                let _ = close(&mut *lane.sink.lock().await, code, reason).await;
                 return;
             }
             () = &mut rotated => {
                 tracing::info!("closing a socket opened with a rotated token");
                 let (code, reason) = crate::auth::http::ROTATED;
-                let _ = close(sink, code, reason).await;
+                let _ = close(&mut *lane.sink.lock().await, code, reason).await;
                 return;
             }
             next = outbox.next() => {
+                let mut sink = lane.sink.lock().await;
                 let Some(mut next) = next else {
-                    let _ = close(sink, 1011, "session ended").await;
+                    let _ = close(&mut sink, 1011, "session ended").await;
                     return;
                 };
+                // What the session left unflushed goes out with this flush.
+                lane.owed.store(false, Ordering::Release);
                 // Everything queued now goes out with one flush.
                 loop {
                     match next {
@@ -400,7 +481,7 @@ async fn write_loop(
                             drop(batch);
                         }
                         Delivery::Close((code, reason)) => {
-                            let _ = close(sink, code, reason).await;
+                            let _ = close(&mut sink, code, reason).await;
                             return;
                         }
                     }
@@ -413,11 +494,19 @@ async fn write_loop(
                     return;
                 }
             }
+            () = lane.flush.notified() => {
+                let mut sink = lane.sink.lock().await;
+                lane.owed.store(false, Ordering::Release);
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
             _ = ping.tick() => {
                 let silent_ms = now_ms().saturating_sub(last_seen.load(Ordering::Relaxed));
+                let mut sink = lane.sink.lock().await;
                 if silent_ms >= idle_after.as_millis() as u64 {
                     tracing::info!(silent_ms, "client answered nothing for too long; dropping it");
-                    let _ = close(sink, 1001, "idle timeout").await;
+                    let _ = close(&mut sink, 1001, "idle timeout").await;
                     return;
                 }
                 if sink.send(Message::Ping(Bytes::from_static(b"amarre"))).await.is_err() {

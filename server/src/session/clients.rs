@@ -32,6 +32,23 @@ fn cost(text: &Text) -> usize {
     text.len() + RECORD_OVERHEAD_BYTES
 }
 
+/// A client's socket, as the session may write to it directly: when the
+/// client has nothing queued, the step's records go straight to its socket
+/// from the session task, without waking the client's writer (one hop less
+/// per record on the way out). The socket layer implements it
+/// (`http/ws.rs`); the session core names no socket type.
+pub(crate) trait Lane: Send + Sync + std::fmt::Debug {
+    /// Hands `texts` to the socket in order without waiting, as many as it
+    /// takes at once; returns how many it took (the rest go through the
+    /// client's queue after them), or `Err(())` when the socket failed.
+    /// When the socket could not flush at once, the writer is told to.
+    fn try_write(&self, texts: &[Text]) -> Result<usize, ()>;
+}
+
+/// Where the socket layer puts a client's [`Lane`] once its catch-up is
+/// written; until then, everything goes through the queue.
+pub(crate) type LaneSlot = Arc<std::sync::OnceLock<Arc<dyn Lane>>>;
+
 /// A close code and reason for a client's socket.
 pub(crate) type CloseWith = (u16, &'static str);
 
@@ -98,9 +115,17 @@ pub(crate) struct Outbox {
     /// Closes at once, ahead of what is queued (a slow client). Taken once
     /// it has resolved, so it is never polled after completion.
     kill: Option<oneshot::Receiver<CloseWith>>,
+    lane: LaneSlot,
 }
 
 impl Outbox {
+    /// Lets the session write to this client's socket directly from now on
+    /// (whenever the client has nothing queued). Set it once what must go
+    /// out first (the catch-up) has been handed to the socket.
+    pub(crate) fn open_lane(&self, lane: Arc<dyn Lane>) {
+        let _ = self.lane.set(lane);
+    }
+
     fn delivery(&self, msg: Outbound) -> Delivery {
         match msg {
             Outbound::Batch(texts) => {
@@ -150,6 +175,7 @@ struct Client {
     queued: Arc<Queued>,
     kill: Option<oneshot::Sender<CloseWith>>,
     wants_seq: bool,
+    lane: LaneSlot,
 }
 
 impl Client {
@@ -208,12 +234,14 @@ impl Clients {
         queued
             .taken_ms
             .store(crate::util::now_ms(), Ordering::Relaxed);
+        let lane = LaneSlot::default();
         self.list.push(Client {
             id,
             tx,
             queued: queued.clone(),
             kill: Some(kill_tx),
             wants_seq,
+            lane: lane.clone(),
         });
         (
             id,
@@ -221,6 +249,7 @@ impl Clients {
                 rx,
                 queued,
                 kill: Some(kill_rx),
+                lane,
             },
         )
     }
@@ -257,7 +286,7 @@ impl Clients {
                 let now = *now_ms.get_or_insert_with(crate::util::now_ms);
                 now.saturating_sub(c.queued.taken_ms.load(Ordering::Relaxed)) >= stall_ms
             };
-            let batch: Vec<Text> = if c.wants_seq {
+            let mut batch: Vec<Text> = if c.wants_seq {
                 numbered
                     .get_or_insert_with(|| {
                         outbox
@@ -269,6 +298,23 @@ impl Clients {
             } else {
                 outbox.iter().map(|(t, _)| t.clone()).collect()
             };
+            // Nothing queued: straight to the socket, as far as it takes
+            // the records at once; the rest are queued behind them.
+            if !waiting && let Some(lane) = c.lane.get() {
+                match lane.try_write(&batch) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        let now = *now_ms.get_or_insert_with(crate::util::now_ms);
+                        c.queued.taken_ms.store(now, Ordering::Relaxed);
+                        if n >= batch.len() {
+                            return true;
+                        }
+                        batch.drain(..n);
+                    }
+                    // The socket failed: as for a writer that is gone.
+                    Err(()) => return false,
+                }
+            }
             let (n, len) = (batch.len(), batch.iter().map(cost).sum::<usize>());
             let records = c.queued.records.fetch_add(n, Ordering::AcqRel) + n;
             let bytes = c.queued.bytes.fetch_add(len, Ordering::AcqRel) + len;
@@ -469,5 +515,87 @@ mod tests {
             Some(Delivery::Close((1008, "client too slow"))) => {}
             other => panic!("expected a 1008 close, got {other:?}"),
         }
+    }
+
+    /// A socket that takes at most `room` records at once, or fails.
+    #[derive(Debug)]
+    struct FakeLane {
+        room: std::sync::Mutex<usize>,
+        fail: bool,
+        got: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Lane for FakeLane {
+        fn try_write(&self, texts: &[Text]) -> Result<usize, ()> {
+            if self.fail {
+                return Err(());
+            }
+            let mut room = self.room.lock().unwrap();
+            let n = texts.len().min(*room);
+            *room -= n;
+            self.got.lock().unwrap().extend(
+                texts[..n]
+                    .iter()
+                    .map(|t| String::from_utf8(t.as_bytes().to_vec()).unwrap()),
+            );
+            Ok(n)
+        }
+    }
+
+    fn lane(room: usize, fail: bool) -> Arc<FakeLane> {
+        Arc::new(FakeLane {
+            room: std::sync::Mutex::new(room),
+            fail,
+            got: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    #[tokio::test]
+    async fn the_lane_takes_records_only_while_nothing_is_queued_and_order_holds() {
+        let mut set = Clients::new(100, 1 << 20, Duration::from_secs(60));
+        let (_, mut out) = set.add(true);
+        // No lane yet (catch-up not written): the queue.
+        set.publish(text(r#"{"i":0}"#), Some(1));
+        assert!(set.flush().is_empty());
+        let first = out.next().await;
+        let socket = lane(3, false);
+        out.open_lane(socket.clone());
+        // Batch 0 is still held by the writer (counted): the queue again,
+        // behind it.
+        set.publish(text(r#"{"i":1}"#), Some(2));
+        assert!(set.flush().is_empty());
+        assert!(socket.got.lock().unwrap().is_empty());
+        assert_eq!(records(first), vec![r#"{"_seq":1,"i":0}"#]);
+        assert_eq!(records(out.next().await), vec![r#"{"_seq":2,"i":1}"#]);
+        // Nothing queued: straight to the socket, numbered as asked.
+        set.publish(text(r#"{"i":2}"#), Some(3));
+        assert!(set.flush().is_empty());
+        assert_eq!(*socket.got.lock().unwrap(), vec![r#"{"_seq":3,"i":2}"#]);
+        assert!(out.try_next().is_none());
+        // The socket takes two of three: the third is queued behind them.
+        for i in 3..6 {
+            set.publish(text(&format!("{{\"i\":{i}}}")), Some(i + 1));
+        }
+        assert!(set.flush().is_empty());
+        assert_eq!(socket.got.lock().unwrap().len(), 3);
+        let queued = out.next().await;
+        // While that one is queued, nothing goes straight out.
+        *socket.room.lock().unwrap() = 10;
+        set.publish(text(r#"{"i":6}"#), Some(7));
+        assert!(set.flush().is_empty());
+        assert_eq!(socket.got.lock().unwrap().len(), 3);
+        assert_eq!(records(queued), vec![r#"{"_seq":6,"i":5}"#]);
+        assert_eq!(records(out.next().await), vec![r#"{"_seq":7,"i":6}"#]);
+    }
+
+    #[tokio::test]
+    async fn a_lane_that_fails_drops_its_client_without_calling_it_slow() {
+        let mut set = Clients::new(100, 1 << 20, Duration::from_secs(60));
+        let (_, mut out) = set.add(false);
+        out.open_lane(lane(10, true));
+        set.publish(text("{}"), None);
+        assert!(set.flush().is_empty(), "not slow");
+        assert_eq!(set.len(), 0);
+        assert!(out.next().await.is_none(), "the session let go");
     }
 }

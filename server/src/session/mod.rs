@@ -45,7 +45,7 @@ use crate::config::Limits;
 use crate::instances::Instances;
 use crate::ops::metrics::Metrics;
 use crate::process::Spawner;
-pub(crate) use clients::{CloseWith, Delivery, Outbox};
+pub(crate) use clients::{CloseWith, Delivery, Lane, Outbox};
 pub use spawn::{SessionOptions, SpawnFailure};
 pub(crate) use text::Text;
 
