@@ -712,6 +712,50 @@ async fn a_session_being_deleted_never_comes_back_after_a_kill_9() {
 }
 
 #[tokio::test]
+async fn a_session_deleted_while_the_daemon_shuts_down_never_comes_back() {
+    let tmp = TempDir::new("durable-delete-term");
+    let state = tmp.path().join("state");
+    // The agent ignores SIGTERM: the shutdown waits out the kill grace
+    // with the session already saved for the next start.
+    let instances = fake_instance(json!({"FAKE_IGNORE_TERM": "1"}));
+    let state_arg = state.to_string_lossy().into_owned();
+    let env = [
+        ("AMARRE_INSTANCES_JSON", instances.as_str()),
+        ("AMARRE_STATE_DIR", state_arg.as_str()),
+        ("AMARRE_KILL_GRACE_MS", "3000"),
+    ];
+    let mut d = Daemon::start(&env).await;
+    let id = d.create(json!({"name": "going"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = d.ws(&id, "").await;
+    d.signal(libc::SIGTERM);
+    // Its clients are closed when the shutdown reaches it; the daemon
+    // still answers while it waits for the agent to end.
+    let (closed, _) = ws.closed("the close for the shutdown").await;
+    assert_eq!(closed.code, Some(1001));
+    let deleted = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .delete(format!("{}/sessions/{id}", d.url))
+        .send()
+        .await
+        .expect("the daemon answers during its shutdown");
+    assert_eq!(deleted.status().as_u16(), 204, "log:\n{}", d.log());
+    let status = d.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log());
+    let d = Daemon::start(&env).await;
+    let (_, list) = d.get("/sessions").await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(0),
+        "answered 204, so it must not come back: {list}"
+    );
+}
+
+#[tokio::test]
 async fn an_acp_agent_without_load_session_starts_fresh_and_the_event_says_so() {
     let tmp = TempDir::new("durable-acp-fresh");
     let state = tmp.path().join("state");

@@ -795,8 +795,15 @@ impl Sessions {
             return false;
         };
         let (reply, rx) = oneshot::channel();
-        if handle.ctrl.send(Control::Delete { reply }).await.is_ok() {
-            let _ = rx.await;
+        let taken = handle.ctrl.send(Control::Delete { reply }).await.is_ok() && rx.await.is_ok();
+        if !taken {
+            // The session's task ended before it took the delete: a
+            // shutdown under way kept it for the next start. The answer
+            // says deleted, so it is forgotten here (after the shutdown
+            // saved it: the task had ended).
+            if let Some(state) = &self.deps.state {
+                state.forget(id);
+            }
         }
         self.lock().map.remove(id);
         tracing::info!(session = %id, "session deleted");
