@@ -662,8 +662,9 @@ async fn an_acp_session_is_loaded_again_after_a_restart() {
 async fn a_session_being_deleted_never_comes_back_after_a_kill_9() {
     let tmp = TempDir::new("durable-delete-kill");
     let state = tmp.path().join("state");
-    // The agent ignores SIGTERM, so DELETE waits out the kill grace.
-    let instances = fake_instance(json!({"FAKE_IGNORE_TERM": "1"}));
+    // The agent ignores SIGTERM and the end of its input, so DELETE waits
+    // out the kill grace.
+    let instances = fake_instance(json!({"FAKE_IGNORE_TERM": "1", "FAKE_EXIT_ON_EOF": "0"}));
     let state_arg = state.to_string_lossy().into_owned();
     let env = [
         ("AMARRE_INSTANCES_JSON", instances.as_str()),
@@ -715,9 +716,10 @@ async fn a_session_being_deleted_never_comes_back_after_a_kill_9() {
 async fn a_session_deleted_while_the_daemon_shuts_down_never_comes_back() {
     let tmp = TempDir::new("durable-delete-term");
     let state = tmp.path().join("state");
-    // The agent ignores SIGTERM: the shutdown waits out the kill grace
-    // with the session already saved for the next start.
-    let instances = fake_instance(json!({"FAKE_IGNORE_TERM": "1"}));
+    // The agent ignores SIGTERM and the end of its input: the shutdown
+    // waits out the kill grace with the session already saved for the
+    // next start.
+    let instances = fake_instance(json!({"FAKE_IGNORE_TERM": "1", "FAKE_EXIT_ON_EOF": "0"}));
     let state_arg = state.to_string_lossy().into_owned();
     let env = [
         ("AMARRE_INSTANCES_JSON", instances.as_str()),
