@@ -658,19 +658,30 @@ async fn an_acp_session_is_loaded_again_after_a_restart() {
     assert_eq!(said(&seen), "loaded", "log:\n{}", d.log());
 }
 
+/// A durable daemon's environment whose agent lives until SIGKILL (it
+/// ignores SIGTERM and the end of its input), `grace_ms` after SIGTERM.
+fn stubborn_agent(state: &Path, grace_ms: &str) -> [(&'static str, String); 3] {
+    [
+        (
+            "AMARRE_INSTANCES_JSON",
+            fake_instance(json!({"FAKE_IGNORE_TERM": "1", "FAKE_EXIT_ON_EOF": "0"})),
+        ),
+        ("AMARRE_STATE_DIR", state.to_string_lossy().into_owned()),
+        ("AMARRE_KILL_GRACE_MS", grace_ms.to_owned()),
+    ]
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 #[tokio::test]
 async fn a_session_being_deleted_never_comes_back_after_a_kill_9() {
     let tmp = TempDir::new("durable-delete-kill");
     let state = tmp.path().join("state");
-    // The agent ignores SIGTERM and the end of its input, so DELETE waits
-    // out the kill grace.
-    let instances = fake_instance(json!({"FAKE_IGNORE_TERM": "1", "FAKE_EXIT_ON_EOF": "0"}));
-    let state_arg = state.to_string_lossy().into_owned();
-    let env = [
-        ("AMARRE_INSTANCES_JSON", instances.as_str()),
-        ("AMARRE_STATE_DIR", state_arg.as_str()),
-        ("AMARRE_KILL_GRACE_MS", "10000"),
-    ];
+    // DELETE waits out the kill grace.
+    let owned = stubborn_agent(&state, "10000");
+    let env = borrowed(&owned);
     let d = Daemon::start(&env).await;
     let id = d.create(json!({"name": "going"})).await["id"]
         .as_str()
@@ -716,16 +727,10 @@ async fn a_session_being_deleted_never_comes_back_after_a_kill_9() {
 async fn a_session_deleted_while_the_daemon_shuts_down_never_comes_back() {
     let tmp = TempDir::new("durable-delete-term");
     let state = tmp.path().join("state");
-    // The agent ignores SIGTERM and the end of its input: the shutdown
-    // waits out the kill grace with the session already saved for the
-    // next start.
-    let instances = fake_instance(json!({"FAKE_IGNORE_TERM": "1", "FAKE_EXIT_ON_EOF": "0"}));
-    let state_arg = state.to_string_lossy().into_owned();
-    let env = [
-        ("AMARRE_INSTANCES_JSON", instances.as_str()),
-        ("AMARRE_STATE_DIR", state_arg.as_str()),
-        ("AMARRE_KILL_GRACE_MS", "3000"),
-    ];
+    // The shutdown waits out the kill grace with the session already saved
+    // for the next start.
+    let owned = stubborn_agent(&state, "3000");
+    let env = borrowed(&owned);
     let mut d = Daemon::start(&env).await;
     let id = d.create(json!({"name": "going"})).await["id"]
         .as_str()
