@@ -1,22 +1,28 @@
 //! Agent processes: spawning in their own process group with a parent-death
 //! signal, signalling the group, and describing how a process ended.
 //!
-//! Linux delivers `PR_SET_PDEATHSIG` when the *thread* that forked the child
-//! exits, not the process (see prctl(2)). Tokio's blocking-pool threads come
-//! and go, so every agent is forked from one dedicated thread that lives as
-//! long as the daemon. The child also re-checks its parent pid after arming
-//! the signal, closing the race where the daemon died during the fork.
+//! Linux delivers `PR_SET_PDEATHSIG` when the *thread* that started the
+//! child exits, not the process (see prctl(2)). Tokio's blocking-pool
+//! threads come and go, so every agent is started from one dedicated thread
+//! that lives as long as the daemon. The child also re-checks its parent pid
+//! after arming the signal, closing the race where the daemon died while
+//! the child started. The child is started without copying the daemon
+//! ([`child`]: a `vfork`-style clone, as `posix_spawn` does, with these
+//! steps before `exec`).
 //!
 //! This module knows nothing about sessions, adapters or sockets.
 
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::mpsc as std_mpsc;
 
-use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
+
+pub mod child;
+
+pub use child::{Child, ChildStderr, ChildStdin, ChildStdout};
 
 /// Everything needed to start an agent.
 #[derive(Debug, Clone)]
@@ -39,7 +45,7 @@ pub struct Spawner {
 
 impl Spawner {
     /// Starts the spawner thread; it enters the current tokio runtime so that
-    /// the children it creates are reaped by that runtime.
+    /// the children's pipes and pidfds are registered with that runtime.
     pub fn start() -> io::Result<Spawner> {
         let handle = tokio::runtime::Handle::current();
         let (tx, rx) = std_mpsc::channel::<Job>();
@@ -66,41 +72,7 @@ impl Spawner {
 }
 
 fn spawn_now(plan: &SpawnPlan) -> io::Result<Child> {
-    let mut cmd = Command::new(&plan.program);
-    cmd.args(&plan.args)
-        .env_clear()
-        .envs(plan.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some(cwd) = &plan.cwd {
-        cmd.current_dir(cwd);
-    }
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (prctl, getppid, _exit).
-    let parent = unsafe { libc::getpid() };
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // The daemon may have died between fork and prctl.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
+    child::spawn(plan)
 }
 
 /// Sends `signal` to every process of the group `pgid`. A group that is
@@ -246,5 +218,114 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    fn plan(program: &str, args: &[&str]) -> SpawnPlan {
+        SpawnPlan {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            cwd: None,
+        }
+    }
+
+    /// A field of /proc/<pid>/status as a number (hex masks).
+    fn status_mask(pid: u32, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {text}"));
+        u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_pipes_the_directory_and_the_environment_are_the_plans() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let spawner = Spawner::start().unwrap();
+        let mut p = plan(
+            "/bin/sh",
+            &[
+                "-c",
+                "read line; echo \"$line $GREETING $(pwd)\"; echo oops >&2",
+            ],
+        );
+        p.env = vec![("GREETING".into(), "hello".into())];
+        p.cwd = Some("/tmp".into());
+        let mut child = spawner.spawn(p).await.unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"said\n").await.unwrap();
+        drop(stdin);
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .await
+            .unwrap();
+        assert_eq!(out, "said hello /tmp\n");
+        assert_eq!(err, "oops\n");
+        let status = child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(child.wait().await.unwrap().code(), Some(0), "reaped once");
+        assert_eq!(child.id(), None);
+    }
+
+    #[tokio::test]
+    async fn a_child_starts_with_no_signal_blocked_and_sigpipe_not_ignored() {
+        let spawner = Spawner::start().unwrap();
+        // The daemon ignores SIGPIPE (Rust does) and blocks every signal
+        // around the start; neither may reach the agent.
+        let mut child = spawner.spawn(plan("/bin/cat", &[])).await.unwrap();
+        let pid = child.id().unwrap();
+        assert_eq!(status_mask(pid, "SigBlk:"), 0);
+        let pipe_bit = 1u64 << (libc::SIGPIPE - 1);
+        assert_eq!(status_mask(pid, "SigIgn:") & pipe_bit, 0);
+        assert_eq!(status_mask(pid, "SigCgt:"), 0, "no handler survives exec");
+        drop(child.stdin.take());
+        assert_eq!(child.wait().await.unwrap().code(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_run_or_a_missing_directory_is_an_error() {
+        let spawner = Spawner::start().unwrap();
+        let dir = std::env::temp_dir().join(format!("amarre-spawn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("not-executable");
+        std::fs::write(&file, "#!/bin/sh\necho hi\n").unwrap();
+        let err = spawner
+            .spawn(plan(file.to_str().unwrap(), &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        let mut p = plan("/bin/cat", &[]);
+        p.cwd = Some(dir.join("missing"));
+        let err = spawner.spawn(p).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_child_dropped_unreaped_is_reaped_in_the_background() {
+        let spawner = Spawner::start().unwrap();
+        let mut child = spawner.spawn(plan("/bin/true", &[])).await.unwrap();
+        let pid = child.id().unwrap();
+        drop(child.stdin.take());
+        drop(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Gone from /proc once reaped (a zombie stays listed).
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(std::time::Instant::now() < deadline, "{pid} never reaped");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }

@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
 use super::framing::{LineSplitter, Split};
 use crate::process::describe_exit;

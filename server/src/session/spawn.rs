@@ -10,7 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::process::Child;
+use crate::process::Child;
 
 use crate::adapter::policy::{self, OperatorPrograms, SpawnRefusal};
 use crate::adapter::{Adapter, AdapterInstance, SpawnRequest, SpawnSpec};
