@@ -329,6 +329,9 @@ struct SocketLane {
     /// nothing more goes out directly until the writer has flushed them.
     owed: std::sync::atomic::AtomicBool,
     flush: tokio::sync::Notify,
+    /// The writer has ended (the socket is closed or broken): the session
+    /// lets go of the client instead of writing to it.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SocketLane {
@@ -344,6 +347,9 @@ impl Lane for SocketLane {
         use futures_util::Sink;
         use std::pin::Pin;
         use std::task::{Context, Poll, Waker};
+        if self.ended.load(Ordering::Acquire) {
+            return Err(());
+        }
         if self.owed.load(Ordering::Acquire) {
             return Ok(0);
         }
@@ -355,27 +361,33 @@ impl Lane for SocketLane {
         let mut cx = Context::from_waker(Waker::noop());
         let mut sink = Pin::new(&mut *sink);
         let mut taken = 0;
+        let mut stuck = false;
         for text in texts {
             match sink.as_mut().poll_ready(&mut cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Err(()),
-                Poll::Pending => break,
+                Poll::Pending => {
+                    stuck = true;
+                    break;
+                }
             }
             sink.as_mut()
                 .start_send(frame(text.clone()))
                 .map_err(|_| ())?;
             taken += 1;
         }
-        if taken > 0 {
+        if taken > 0 && !stuck {
             match sink.as_mut().poll_flush(&mut cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Err(()),
-                Poll::Pending => {
-                    // The writer flushes with a waker of its own.
-                    self.owed.store(true, Ordering::Release);
-                    self.flush.notify_one();
-                }
+                Poll::Pending => stuck = true,
             }
+        }
+        if stuck {
+            // The writer flushes with a waker of its own; until then
+            // everything goes through the queue, behind what is here.
+            self.owed.store(true, Ordering::Release);
+            self.flush.notify_one();
         }
         Ok(taken)
     }
@@ -400,6 +412,7 @@ async fn write_task(
         sink: tokio::sync::Mutex::new(sink),
         owed: std::sync::atomic::AtomicBool::new(false),
         flush: tokio::sync::Notify::new(),
+        ended: std::sync::atomic::AtomicBool::new(false),
     });
     let written = AssertUnwindSafe(write_loop(
         &lane, catchup, outbox, stop, last_seen, ping_every, idle_after, auth,
@@ -411,6 +424,7 @@ async fn write_task(
         let mut sink = lane.sink.lock().await;
         let _ = close(&mut sink, 1011, "internal error").await;
     }
+    lane.ended.store(true, Ordering::Release);
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -214,7 +214,8 @@ struct ChildArgs {
     /// What becomes the child's descriptors 0, 1 and 2.
     stdio: [RawFd; 3],
     parent: libc::pid_t,
-    /// The signal mask to restore right before `exec`.
+    /// The agent's signal mask (empty, as `std::process::Command` gives),
+    /// set right before `exec`.
     mask: libc::sigset_t,
     /// Set by the child when a step failed: the errno (the parent reads it
     /// once the child has exited; memory is shared).
@@ -332,9 +333,11 @@ pub fn spawn(plan: &SpawnPlan) -> io::Result<Child> {
             mask: std::mem::zeroed(),
             errno: 0,
         };
+        libc::sigemptyset(&mut child_args.mask);
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut child_args.mask);
+        let mut parent_mask: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut parent_mask);
         // The child's stack: it runs only the steps above.
         let mut stack = vec![0u8; 64 * 1024];
         let top = (stack.as_mut_ptr().add(stack.len()) as usize & !15) as *mut libc::c_void;
@@ -345,7 +348,7 @@ pub fn spawn(plan: &SpawnPlan) -> io::Result<Child> {
             &mut child_args as *mut ChildArgs as *mut libc::c_void,
         );
         let clone_error = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &child_args.mask, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &parent_mask, std::ptr::null_mut());
         drop(stack);
         if pid < 0 {
             return Err(clone_error);
@@ -354,31 +357,58 @@ pub fn spawn(plan: &SpawnPlan) -> io::Result<Child> {
         if errno != 0 {
             // A step before `exec`, or `exec` itself, failed: the child has
             // exited; reap it and say why.
-            let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
+            reap_now(pid);
             return Err(io::Error::from_raw_os_error(errno));
         }
         drop((stdin_r, stdout_w, stderr_w));
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
-        let exit = if pidfd >= 0 {
-            // The OwnedFd keeps its descriptor for the AsyncFd's lifetime.
-            let fd = OwnedFd::from_raw_fd(pidfd);
-            Exit::Pidfd(
-                AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-                    .map_err(io::Error::from)?,
-            )
-        } else {
-            // A kernel without pidfds (before 5.3).
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            reap_on_a_thread(pid, Some(tx));
-            Exit::Thread(rx)
-        };
-        Ok(Child {
-            pid,
-            exit,
-            stdin: Some(pipe::Sender::from_owned_fd(stdin_w)?),
-            stdout: Some(pipe::Receiver::from_owned_fd(stdout_r)?),
-            stderr: Some(pipe::Receiver::from_owned_fd(stderr_r)?),
-        })
+        // The agent runs: a failure from here on must not leave it behind.
+        let started = adopt(pid, stdin_w, stdout_r, stderr_r);
+        if started.is_err() {
+            libc::kill(pid, libc::SIGKILL);
+            reap_now(pid);
+        }
+        started
     }
+}
+
+/// Blocks until `pid`, our child, is reaped.
+fn reap_now(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waits for our own child; only `status` is written.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+}
+
+/// The started agent `pid` with its ends of the pipes.
+fn adopt(
+    pid: libc::pid_t,
+    stdin_w: OwnedFd,
+    stdout_r: OwnedFd,
+    stderr_r: OwnedFd,
+) -> io::Result<Child> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+    let exit = if pidfd >= 0 {
+        // SAFETY: `pidfd` was just created and is owned here; the
+        // OwnedFd keeps it open for the AsyncFd's whole lifetime.
+        let fd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        // SAFETY: as above: a valid descriptor owned by the AsyncFd.
+        Exit::Pidfd(
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)?,
+        )
+    } else {
+        // A kernel without pidfds (before 5.3).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        reap_on_a_thread(pid, Some(tx));
+        Exit::Thread(rx)
+    };
+    Ok(Child {
+        pid,
+        exit,
+        stdin: Some(pipe::Sender::from_owned_fd(stdin_w)?),
+        stdout: Some(pipe::Receiver::from_owned_fd(stdout_r)?),
+        stderr: Some(pipe::Receiver::from_owned_fd(stderr_r)?),
+    })
 }

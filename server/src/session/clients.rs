@@ -299,7 +299,9 @@ impl Clients {
                 outbox.iter().map(|(t, _)| t.clone()).collect()
             };
             // Nothing queued: straight to the socket, as far as it takes
-            // the records at once; the rest are queued behind them.
+            // the records at once (what it buffers is bounded by the
+            // WebSocket layer's write buffer); the rest are queued behind
+            // them, and the queue limits apply to what is queued.
             if !waiting && let Some(lane) = c.lane.get() {
                 match lane.try_write(&batch) {
                     Ok(0) => {}
