@@ -1,6 +1,6 @@
 //! Starting an agent for a session: ask the adapter for a spawn spec, check
 //! it against the policy, write its files to the session's private
-//! directory, merge the environment (PROTOCOL.md section 5) and fork.
+//! directory, merge the environment (PROTOCOL.md section 5) and start it.
 //! Any failure is a [`SpawnFailure`] with a `spawn_failed` reason, and
 //! leaves nothing behind.
 
