@@ -344,9 +344,28 @@ impl std::fmt::Debug for SocketLane {
 
 impl Lane for SocketLane {
     fn try_write(&self, texts: &[Text]) -> Result<usize, ()> {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        // Outside the session task's cooperative budget: these are
+        // attempts that never wait, and a budget spent by the step's
+        // other work would otherwise turn them into hand-offs to every
+        // client's writer (one wake-up each).
+        let mut cx = Context::from_waker(Waker::noop());
+        let attempt = std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            Poll::Ready(self.write_now(cx, texts))
+        })));
+        match attempt.poll(&mut cx) {
+            Poll::Ready(written) => written,
+            Poll::Pending => Ok(0),
+        }
+    }
+}
+
+impl SocketLane {
+    fn write_now(&self, cx: &mut std::task::Context<'_>, texts: &[Text]) -> Result<usize, ()> {
         use futures_util::Sink;
         use std::pin::Pin;
-        use std::task::{Context, Poll, Waker};
+        use std::task::Poll;
         if self.ended.load(Ordering::Acquire) {
             return Err(());
         }
@@ -358,12 +377,11 @@ impl Lane for SocketLane {
         let Ok(mut sink) = self.sink.try_lock() else {
             return Ok(0);
         };
-        let mut cx = Context::from_waker(Waker::noop());
         let mut sink = Pin::new(&mut *sink);
         let mut taken = 0;
         let mut stuck = false;
         for text in texts {
-            match sink.as_mut().poll_ready(&mut cx) {
+            match sink.as_mut().poll_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Err(()),
                 Poll::Pending => {
@@ -377,7 +395,7 @@ impl Lane for SocketLane {
             taken += 1;
         }
         if taken > 0 && !stuck {
-            match sink.as_mut().poll_flush(&mut cx) {
+            match sink.as_mut().poll_flush(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Err(()),
                 Poll::Pending => stuck = true,
