@@ -76,13 +76,7 @@ impl Child {
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         let status = match &mut self.exit {
             Exit::Reaped(status) => return Ok(*status),
-            Exit::Pidfd(pidfd) => loop {
-                let mut ready = pidfd.readable().await?;
-                if let Some(status) = try_reap(self.pid)? {
-                    break status;
-                }
-                ready.clear_ready();
-            },
+            Exit::Pidfd(pidfd) => reap_when_exited(self.pid, pidfd).await?,
             Exit::Thread(rx) => rx
                 .await
                 .map_err(|_| io::Error::other("the thread reaping the agent ended"))?,
@@ -104,15 +98,7 @@ impl Drop for Child {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    loop {
-                        let Ok(mut ready) = pidfd.readable().await else {
-                            return;
-                        };
-                        match try_reap(pid) {
-                            Ok(None) => ready.clear_ready(),
-                            _ => return,
-                        }
-                    }
+                    let _ = reap_when_exited(pid, &pidfd).await;
                 });
             }
             Err(_) => {
@@ -123,34 +109,35 @@ impl Drop for Child {
     }
 }
 
+/// Reaps `pid` once its pidfd says it has exited.
+async fn reap_when_exited(pid: libc::pid_t, pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitStatus> {
+    loop {
+        let mut ready = pidfd.readable().await?;
+        if let Some(status) = waitpid(pid, libc::WNOHANG)? {
+            return Ok(status);
+        }
+        ready.clear_ready();
+    }
+}
+
 /// Reaps `pid` on a thread of its own (blocking), sending its status.
 fn reap_on_a_thread(pid: libc::pid_t, tx: Option<tokio::sync::oneshot::Sender<ExitStatus>>) {
     let _ = std::thread::Builder::new()
         .name("amarre-reap".into())
         .spawn(move || {
-            let mut status = 0;
-            loop {
-                // SAFETY: waits for our own child; only `status` is written.
-                let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-                if r == pid {
-                    if let Some(tx) = tx {
-                        let _ = tx.send(ExitStatus::from_raw(status));
-                    }
-                    return;
-                }
-                if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                    return;
-                }
+            if let (Ok(Some(status)), Some(tx)) = (waitpid(pid, 0), tx) {
+                let _ = tx.send(status);
             }
         });
 }
 
-/// Reaps `pid` if it has exited.
-fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+/// `waitpid` for our own child `pid`, retried when interrupted: its status
+/// once reaped, `None` when `WNOHANG` found it still running.
+fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<ExitStatus>> {
     let mut status = 0;
     loop {
-        // SAFETY: waits for our own child without blocking.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        // SAFETY: waits for our own child; only `status` is written.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
         if r == pid {
             return Ok(Some(ExitStatus::from_raw(status)));
         }
@@ -357,7 +344,7 @@ pub fn spawn(plan: &SpawnPlan) -> io::Result<Child> {
         if errno != 0 {
             // A step before `exec`, or `exec` itself, failed: the child has
             // exited; reap it and say why.
-            reap_now(pid);
+            let _ = waitpid(pid, 0);
             return Err(io::Error::from_raw_os_error(errno));
         }
         drop((stdin_r, stdout_w, stderr_w));
@@ -365,19 +352,10 @@ pub fn spawn(plan: &SpawnPlan) -> io::Result<Child> {
         let started = adopt(pid, stdin_w, stdout_r, stderr_r);
         if started.is_err() {
             libc::kill(pid, libc::SIGKILL);
-            reap_now(pid);
+            let _ = waitpid(pid, 0);
         }
         started
     }
-}
-
-/// Blocks until `pid`, our child, is reaped.
-fn reap_now(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waits for our own child; only `status` is written.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
-        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-    {}
 }
 
 /// The started agent `pid` with its ends of the pipes.
